@@ -1,0 +1,47 @@
+# epair: a Kubernetes CNI plugin after FreeBSD's if_epair(4).
+GO        ?= go
+BIN       := bin/epair
+VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X github.com/epair-cni/epair/pkg/daemon.Version=$(VERSION)
+# Privileged suites create namespaces and TAPs: one package at a time keeps
+# their daemons and namespaces from crowding two cores.
+TESTFLAGS ?= -count=1 -p 1 -timeout 20m
+
+.PHONY: all build test unit deps demo bench e2e lint fuzz clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./plugins/epair
+
+# Installs what the tests need on a fresh Debian machine (apt-get update first).
+deps:
+	hack/install-deps.sh
+
+# Unit tests, then the privileged suites (they skip, saying why, when not root).
+test: build
+	$(GO) vet ./...
+	EPAIR_BIN=$(CURDIR)/$(BIN) $(GO) test $(TESTFLAGS) ./...
+
+# Unit tests only, as any user.
+unit:
+	$(GO) test -count=1 ./pkg/...
+
+fuzz:
+	$(GO) test ./pkg/epair -run XXX -fuzz FuzzFrame -fuzztime 30s
+
+demo: deps build
+	hack/demo.sh $(BIN)
+
+bench:
+	$(GO) test -run XXX -bench . -benchmem ./pkg/epair
+
+e2e: build
+	EPAIR_BIN=$(CURDIR)/$(BIN) $(GO) test $(TESTFLAGS) -v ./e2e/...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin

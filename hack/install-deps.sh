@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs what epair's tests and demo use that a fresh Debian machine lacks.
+# Runs every time (CI machines are new); apt-get is quick when all is there.
+set -euo pipefail
+pkgs=(iproute2 iputils-ping iperf3 ethtool util-linux gcc)
+if [ "$(id -u)" -ne 0 ]; then
+	echo "install-deps: not root, not installing ${pkgs[*]}; privileged tests will skip" >&2
+	exit 0
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+echo "install-deps: ${pkgs[*]} present"

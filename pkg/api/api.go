@@ -1,0 +1,98 @@
+// Package api holds the types of the epair daemon's HTTP+JSON API, served on
+// a root-only unix socket and used by the CLI and the CNI plugin.
+package api
+
+import "github.com/epair-cni/epair/pkg/epair"
+
+// DefaultSocket is where the daemon listens unless told otherwise.
+const DefaultSocket = "/run/epair/epair.sock"
+
+// DefaultStateDir is where the daemon keeps its state unless told otherwise.
+const DefaultStateDir = "/var/lib/epair"
+
+// MinMTU and MaxMTU bound the MTU of a pair (IPv4's minimum; the largest
+// frame a TAP's length field can carry).
+const (
+	MinMTU = 68
+	MaxMTU = 65535
+)
+
+// CreateRequest asks the daemon for a new pair.
+type CreateRequest struct {
+	// Unit asks for a unit number; nil means the lowest free one.
+	Unit *int `json:"unit,omitempty"`
+	// ANetns and BNetns are paths of network namespaces (such as
+	// /var/run/netns/NAME or /proc/PID/ns/net); empty means the daemon's.
+	ANetns string `json:"a_netns,omitempty"`
+	BNetns string `json:"b_netns,omitempty"`
+	// AName renames the a end (for CNI, CNI_IFNAME); empty keeps epair<n>a.
+	AName string `json:"a_name,omitempty"`
+	// AMAC overrides the generated MAC address of the a end.
+	AMAC string `json:"a_mac,omitempty"`
+	// MTU of both ends; 0 means 1500.
+	MTU int `json:"mtu,omitempty"`
+	// Queues is the number of TAP queues per end; 0 means the daemon's.
+	Queues int `json:"queues,omitempty"`
+	// Owner ties the pair to a CNI attachment.
+	Owner *Owner `json:"owner,omitempty"`
+}
+
+// Owner identifies the CNI attachment a pair belongs to.
+type Owner struct {
+	ContainerID string `json:"container_id"`
+	IfName      string `json:"ifname"`
+	Network     string `json:"network"`
+}
+
+// End describes one interface of a pair.
+type End struct {
+	Name    string `json:"name"`
+	Index   int    `json:"ifindex"`
+	MAC     string `json:"mac"`
+	Netns   string `json:"netns,omitempty"`
+	Up      bool   `json:"up"`
+	Running bool   `json:"running"`
+}
+
+// Pair describes a pair as the daemon knows it.
+type Pair struct {
+	Unit   int    `json:"unit"`
+	A      End    `json:"a"`
+	B      End    `json:"b"`
+	MTU    int    `json:"mtu"`
+	Queues int    `json:"queues"`
+	Owner  *Owner `json:"owner,omitempty"`
+	// Forwarding is true while the datapath carries frames for the pair.
+	Forwarding bool `json:"forwarding"`
+	// Problem says why a pair is not forwarding, when it is not.
+	Problem string `json:"problem,omitempty"`
+}
+
+// EndStats are one end's counters.
+type EndStats struct {
+	Name string `json:"name"`
+	epair.Stats
+}
+
+// Stats are a pair's counters.
+type Stats struct {
+	Unit int      `json:"unit"`
+	A    EndStats `json:"a"`
+	B    EndStats `json:"b"`
+}
+
+// Status answers GET /v1/status.
+type Status struct {
+	Version string `json:"version"`
+	Pairs   int    `json:"pairs"`
+	Queues  int    `json:"queues"`
+	Policy  string `json:"policy"`
+	// CanCreate is false when the daemon cannot make TAP devices.
+	CanCreate bool   `json:"can_create"`
+	Problem   string `json:"problem,omitempty"`
+}
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	Error string `json:"error"`
+}

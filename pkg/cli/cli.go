@@ -1,0 +1,219 @@
+// Package cli implements the epair command line: the daemon and the
+// FreeBSD-`ifconfig epair create`-like pair commands.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"github.com/epair-cni/epair/pkg/api"
+	"github.com/epair-cni/epair/pkg/client"
+	"github.com/epair-cni/epair/pkg/daemon"
+	"github.com/epair-cni/epair/pkg/epair"
+)
+
+const usage = `usage: epair COMMAND [flags]
+
+commands:
+  daemon     run the node agent (owns the TAPs, runs the datapath)
+  pair add   --a-netns PATH [--b-netns PATH] [--a-name NAME] [--mtu N] [--unit N] [--queues N]
+  pair del   NAME|UNIT
+  pair list
+  pair show  NAME|UNIT
+  stats      NAME|UNIT
+  version
+
+Every command that talks to the daemon takes --socket PATH (default ` + api.DefaultSocket + `).
+`
+
+// errUsage marks errors that are the caller's words being off.
+var errUsage = errors.New("usage")
+
+// Main runs the CLI and returns the exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	err := run(args, stdout, stderr)
+	if err == nil {
+		return 0
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "epair: %v\n", err)
+	if errors.Is(err, errUsage) {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	return 1
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return fmt.Errorf("%w: no command given", errUsage)
+	}
+	switch args[0] {
+	case "daemon":
+		return runDaemon(args[1:])
+	case "pair":
+		if len(args) < 2 {
+			return fmt.Errorf("%w: pair needs add, del, list or show", errUsage)
+		}
+		return runPair(args[1], args[2:], stdout)
+	case "stats":
+		return runGet(args[1:], stdout, func(ctx context.Context, c *client.Client, id string) (any, error) {
+			return c.Stats(ctx, id)
+		})
+	case "version":
+		fmt.Fprintln(stdout, daemon.Version)
+		return nil
+	case "-h", "--help", "help":
+		return flag.ErrHelp
+	}
+	return fmt.Errorf("%w: unknown command %q", errUsage, args[0])
+}
+
+func newFlags(name string) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	sock := fs.String("socket", api.DefaultSocket, "daemon socket")
+	return fs, sock
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %s: %w", errUsage, fs.Name(), err)
+	}
+	return nil
+}
+
+func runDaemon(args []string) error {
+	fs, sock := newFlags("daemon")
+	stateDir := fs.String("state-dir", api.DefaultStateDir, "state directory")
+	queues := fs.Int("queues", 1, "queues per end (TAP queues and core workers)")
+	qlen := fs.Int("queue-len", epair.DefaultQueueLen, "bound of each receive queue (if_epair RXRSIZE)")
+	policy := fs.String("dispatch", "direct", "dispatch policy: direct or deferred")
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	pol, err := epair.ParsePolicy(*policy)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if *queues < 1 || *queues > daemon.MaxQueues || *qlen < 1 {
+		return fmt.Errorf("%w: --queues must be 1..%d and --queue-len at least 1", errUsage, daemon.MaxQueues)
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(*level)); err != nil {
+		return fmt.Errorf("%w: --log-level: %w", errUsage, err)
+	}
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv})))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return daemon.Run(ctx, daemon.Options{
+		Socket: *sock, StateDir: *stateDir,
+		Core: epair.Config{Queues: *queues, QueueLen: *qlen, Policy: pol},
+	})
+}
+
+func runPair(sub string, args []string, stdout io.Writer) error {
+	switch sub {
+	case "add", "create":
+		return pairAdd(args, stdout)
+	case "del", "delete", "destroy":
+		return runGet(args, stdout, func(ctx context.Context, c *client.Client, id string) (any, error) {
+			return nil, c.DeletePair(ctx, id)
+		})
+	case "show", "get":
+		return runGet(args, stdout, func(ctx context.Context, c *client.Client, id string) (any, error) {
+			return c.GetPair(ctx, id)
+		})
+	case "list", "ls":
+		fs, sock := newFlags("pair list")
+		if err := parse(fs, args); err != nil {
+			return err
+		}
+		ps, err := client.New(*sock).ListPairs(context.Background())
+		if err != nil {
+			return err
+		}
+		return printJSON(stdout, ps)
+	}
+	return fmt.Errorf("%w: unknown pair command %q", errUsage, sub)
+}
+
+func pairAdd(args []string, stdout io.Writer) error {
+	fs, sock := newFlags("pair add")
+	var req api.CreateRequest
+	fs.StringVar(&req.ANetns, "a-netns", "", "network namespace path for the a end (required)")
+	fs.StringVar(&req.BNetns, "b-netns", "", "network namespace path for the b end (default: the daemon's)")
+	fs.StringVar(&req.AName, "a-name", "", "name of the a end (default epair<n>a)")
+	fs.StringVar(&req.AMAC, "a-mac", "", "MAC address of the a end (default: the if_epair rule)")
+	fs.IntVar(&req.MTU, "mtu", 1500, "MTU of both ends (68..65535)")
+	fs.IntVar(&req.Queues, "queues", 0, "TAP queues per end (default: the daemon's)")
+	unit := fs.String("unit", "", "unit number (default: lowest free)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("%w: pair add takes no arguments, got %q", errUsage, fs.Args())
+	}
+	if req.ANetns == "" {
+		return fmt.Errorf("%w: pair add needs --a-netns PATH (e.g. /var/run/netns/NAME)", errUsage)
+	}
+	if *unit != "" {
+		u, err := strconv.Atoi(*unit)
+		if err != nil || u < 0 {
+			return fmt.Errorf("%w: --unit %q is not a unit number", errUsage, *unit)
+		}
+		req.Unit = &u
+	}
+	p, err := client.New(*sock).CreatePair(context.Background(), &req)
+	if err != nil {
+		return err
+	}
+	return printJSON(stdout, p)
+}
+
+// runGet parses `[--socket PATH] ID` and prints what fn returns.
+func runGet(args []string, stdout io.Writer, fn func(context.Context, *client.Client, string) (any, error)) error {
+	fs, sock := newFlags("pair")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	// Flags may also follow the pair: `epair stats epair0b --socket S`.
+	rest := fs.Args()
+	if len(rest) == 0 {
+		return fmt.Errorf("%w: give one pair, by end name or unit number", errUsage)
+	}
+	id := rest[0]
+	if err := parse(fs, rest[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("%w: give one pair, by end name or unit number", errUsage)
+	}
+	v, err := fn(context.Background(), client.New(*sock), id)
+	if err != nil || v == nil {
+		return err
+	}
+	return printJSON(stdout, v)
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -1,0 +1,76 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/epair-cni/epair/pkg/api"
+	"github.com/epair-cni/epair/pkg/epair"
+	"github.com/epair-cni/epair/pkg/state"
+)
+
+// Options configure the daemon.
+type Options struct {
+	Socket   string
+	StateDir string
+	Core     epair.Config
+}
+
+// Daemon is a running node agent.
+type Daemon struct {
+	opts  Options
+	core  *epair.Core
+	store *state.Store
+	m     *Manager
+}
+
+// Run starts the daemon and serves until ctx is done. On the way out it
+// stops forwarding but leaves every TAP in place for the next start.
+func Run(ctx context.Context, opts Options) error {
+	if opts.Socket == "" {
+		opts.Socket = api.DefaultSocket
+	}
+	if opts.StateDir == "" {
+		opts.StateDir = api.DefaultStateDir
+	}
+	store, err := state.Open(opts.StateDir)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	core := epair.New(opts.Core)
+	defer core.Close()
+	m, err := NewManager(store, core, epair.HostID())
+	if err != nil {
+		return fmt.Errorf("load state: %w", err)
+	}
+	defer m.Close()
+	d := &Daemon{opts: opts, core: core, store: store, m: m}
+
+	l, err := listen(opts.Socket)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: d.handler(), ConnContext: connContext, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	cfg := core.Config()
+	slog.Info("epair daemon ready", "socket", opts.Socket, "state", opts.StateDir,
+		"pairs", m.Len(), "queues", cfg.Queues, "policy", cfg.Policy.String())
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve: %w", err)
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	srv.Shutdown(sctx)
+	slog.Info("epair daemon stopped; pairs stay for the next start")
+	return nil
+}

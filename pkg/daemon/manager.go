@@ -1,0 +1,427 @@
+// Package daemon is the epair node agent: it owns every pair's TAP devices,
+// runs the queue core between them, keeps its state on disk and serves the
+// local API.
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"strconv"
+	"sync"
+
+	"github.com/epair-cni/epair/pkg/api"
+	"github.com/epair-cni/epair/pkg/datapath"
+	"github.com/epair-cni/epair/pkg/epair"
+	"github.com/epair-cni/epair/pkg/state"
+	"github.com/epair-cni/epair/pkg/tap"
+)
+
+var (
+	errInvalid  = errors.New("invalid request")
+	errNotFound = errors.New("no such pair")
+)
+
+// MaxQueues bounds the TAP queues per end.
+const MaxQueues = 16
+
+// Manager creates, restores and deletes pairs. One mutex serialises changes
+// so that the state on disk always matches the devices.
+type Manager struct {
+	mu       sync.Mutex
+	core     *epair.Core
+	store    *state.Store
+	st       *state.State
+	links    map[int]*datapath.Link
+	problems map[int]string
+	hostID   uint64
+	queues   int
+}
+
+// NewManager loads the state and re-attaches to every pair in it.
+func NewManager(store *state.Store, core *epair.Core, hostID uint64) (*Manager, error) {
+	st, err := store.Load()
+	if err != nil {
+		return nil, err
+	}
+	m := &Manager{
+		core: core, store: store, st: st, hostID: hostID,
+		queues:   core.Config().Queues,
+		links:    map[int]*datapath.Link{},
+		problems: map[int]string{},
+	}
+	m.restore()
+	return m, nil
+}
+
+// restore finishes what a crash interrupted and re-attaches the rest. It
+// never recreates an interface: a pair whose devices are gone stays in the
+// state, not forwarding, until it is deleted.
+func (m *Manager) restore() {
+	for unit, p := range m.st.Pairs {
+		if p.Phase != state.Ready {
+			slog.Info("finishing interrupted change", "unit", unit, "phase", p.Phase)
+			m.removeDevices(p)
+			delete(m.st.Pairs, unit)
+			continue
+		}
+		link, err := m.attach(p)
+		if err != nil {
+			slog.Warn("pair not re-attached", "unit", unit, "err", err)
+			m.problems[unit] = err.Error()
+			continue
+		}
+		m.links[unit] = link
+		slog.Info("pair re-attached", "unit", unit, "a", p.A.Name, "b", p.B.Name)
+	}
+	if err := m.store.Save(m.st); err != nil {
+		slog.Error("saving state after restore", "err", err)
+	}
+}
+
+// attach re-opens both persistent TAPs of a pair, found by ifindex.
+func (m *Manager) attach(p *state.Pair) (*datapath.Link, error) {
+	b, err := attachEnd(&p.B, p.Queues)
+	if err != nil {
+		return nil, err
+	}
+	a, err := attachEnd(&p.A, p.Queues)
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	return datapath.Start(m.core, p.MTU, a, b), nil
+}
+
+func attachEnd(e *state.End, queues int) (*tap.Device, error) {
+	if err := checkNetns(e.Netns); err != nil {
+		return nil, fmt.Errorf("end %s: %w", e.Name, err)
+	}
+	h, err := netlinkAt(e.Netns)
+	if err != nil {
+		return nil, err
+	}
+	l := findTap(h, e.Index, e.Name)
+	h.Close()
+	if l == nil {
+		return nil, fmt.Errorf("end %s (ifindex %d) no longer exists", e.Name, e.Index)
+	}
+	e.Name = l.Attrs().Name
+	var d *tap.Device
+	err = inNetns(e.Netns, func() error {
+		d, err = tap.Attach(e.Name, queues)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("re-attach %s: %w", e.Name, err)
+	}
+	return d, nil
+}
+
+// Create makes a new pair as asked. On any failure nothing is left: no
+// device, no state.
+func (m *Manager) Create(req *api.CreateRequest) (*api.Pair, error) {
+	if err := m.validate(req); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p, err := m.plan(req)
+	if err != nil {
+		return nil, err
+	}
+	m.st.Pairs[p.Unit] = p
+	if err := m.store.Save(m.st); err != nil {
+		delete(m.st.Pairs, p.Unit)
+		return nil, err
+	}
+	link, err := m.build(p)
+	if err == nil {
+		p.Phase = state.Ready
+		if err = m.store.Save(m.st); err != nil {
+			link.Stop()
+		}
+	}
+	if err != nil {
+		m.removeDevices(p)
+		delete(m.st.Pairs, p.Unit)
+		if serr := m.store.Save(m.st); serr != nil {
+			slog.Error("saving state after failed create", "err", serr)
+		}
+		return nil, err
+	}
+	m.links[p.Unit] = link
+	slog.Info("pair created", "unit", p.Unit, "a", p.A.Name, "b", p.B.Name)
+	return m.describe(p), nil
+}
+
+func (m *Manager) validate(r *api.CreateRequest) error {
+	if r.MTU == 0 {
+		r.MTU = 1500
+	}
+	if r.MTU < api.MinMTU || r.MTU > api.MaxMTU {
+		return fmt.Errorf("%w: mtu %d out of range %d..%d", errInvalid, r.MTU, api.MinMTU, api.MaxMTU)
+	}
+	if r.Queues == 0 {
+		r.Queues = m.queues
+	}
+	if r.Queues < 1 || r.Queues > MaxQueues {
+		return fmt.Errorf("%w: queues %d out of range 1..%d", errInvalid, r.Queues, MaxQueues)
+	}
+	if r.AName != "" {
+		if err := epair.ValidIfName(r.AName); err != nil {
+			return fmt.Errorf("%w: a name: %w", errInvalid, err)
+		}
+	}
+	if r.AMAC != "" {
+		if _, err := parseMAC(r.AMAC); err != nil {
+			return err
+		}
+	}
+	if r.Unit != nil && *r.Unit < 0 {
+		return fmt.Errorf("%w: unit %d is negative", errInvalid, *r.Unit)
+	}
+	if err := checkNetns(r.ANetns); err != nil {
+		return err
+	}
+	return checkNetns(r.BNetns)
+}
+
+// plan picks the unit, names and MACs of a new pair (the if_epair naming and
+// MAC rules) and returns it in the Creating phase.
+func (m *Manager) plan(r *api.CreateRequest) (*state.Pair, error) {
+	want := -1
+	if r.Unit != nil {
+		want = *r.Unit
+	}
+	var lookErr error
+	exists := func(name string) bool {
+		ok, err := linkExists(r.BNetns, name)
+		if err == nil && !ok && r.AName == "" {
+			ok, err = linkExists(r.ANetns, name)
+		}
+		if err != nil {
+			lookErr = err
+		}
+		return ok
+	}
+	inUse := func(u int) bool { return m.st.Pairs[u] != nil }
+	unit, err := epair.AllocUnit(want, inUse, exists)
+	if lookErr != nil {
+		return nil, lookErr
+	}
+	if err != nil {
+		return nil, err
+	}
+	aName, bName, _ := epair.UnitNames(unit)
+	if r.AName != "" {
+		aName = r.AName
+		ok, err := linkExists(r.ANetns, aName)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return nil, fmt.Errorf("%w: interface %s already exists in %s", errExists, aName, nsName(r.ANetns))
+		}
+	}
+	idx := m.st.NextMACIndex
+	m.st.NextMACIndex++
+	amac, bmac := epair.MACs(idx, m.hostID)
+	aMAC := amac.String()
+	if r.AMAC != "" {
+		aMAC = r.AMAC
+	}
+	return &state.Pair{
+		Unit: unit, Phase: state.Creating, MTU: r.MTU, Queues: r.Queues, MACIndex: idx, Owner: r.Owner,
+		A: state.End{Name: aName, MAC: aMAC, Netns: r.ANetns},
+		B: state.End{Name: bName, MAC: bmac.String(), Netns: r.BNetns},
+	}, nil
+}
+
+// build creates and configures both TAPs and starts forwarding.
+func (m *Manager) build(p *state.Pair) (*datapath.Link, error) {
+	b, err := createEnd(&p.B, p.Queues, p.MTU)
+	if err != nil {
+		return nil, err
+	}
+	a, err := createEnd(&p.A, p.Queues, p.MTU)
+	if err != nil {
+		b.Destroy()
+		return nil, err
+	}
+	return datapath.Start(m.core, p.MTU, a, b), nil
+}
+
+func createEnd(e *state.End, queues, mtu int) (*tap.Device, error) {
+	var d *tap.Device
+	err := inNetns(e.Netns, func() error {
+		var err error
+		d, err = tap.Create(e.Name, queues)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create %s in %s: %w", e.Name, nsName(e.Netns), err)
+	}
+	e.Index = d.Index
+	if err := configureLink(e.Netns, d.Index, e.MAC, mtu); err != nil {
+		d.Destroy()
+		return nil, err
+	}
+	return d, nil
+}
+
+// removeDevices stops forwarding and deletes both TAPs if they still exist.
+func (m *Manager) removeDevices(p *state.Pair) {
+	if l := m.links[p.Unit]; l != nil {
+		l.Stop()
+		delete(m.links, p.Unit)
+	}
+	for _, e := range []state.End{p.A, p.B} {
+		if err := deleteTap(e.Netns, e.Index, e.Name); err != nil {
+			slog.Warn("deleting tap", "name", e.Name, "err", err)
+		}
+	}
+	delete(m.problems, p.Unit)
+}
+
+// Delete removes a pair: stop forwarding, drain, delete both TAPs, free the
+// unit (epair_clone_destroy).
+func (m *Manager) Delete(id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p, err := m.find(id)
+	if err != nil {
+		return err
+	}
+	p.Phase = state.Deleting
+	if err := m.store.Save(m.st); err != nil {
+		return err
+	}
+	m.removeDevices(p)
+	delete(m.st.Pairs, p.Unit)
+	slog.Info("pair deleted", "unit", p.Unit)
+	return m.store.Save(m.st)
+}
+
+// Get describes one pair.
+func (m *Manager) Get(id string) (*api.Pair, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p, err := m.find(id)
+	if err != nil {
+		return nil, err
+	}
+	return m.describe(p), nil
+}
+
+// List describes every pair, by unit.
+func (m *Manager) List() []api.Pair {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]api.Pair, 0, len(m.st.Pairs))
+	for _, p := range m.st.Pairs {
+		out = append(out, *m.describe(p))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Unit < out[j].Unit })
+	return out
+}
+
+// Stats returns a pair's counters.
+func (m *Manager) Stats(id string) (*api.Stats, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p, err := m.find(id)
+	if err != nil {
+		return nil, err
+	}
+	s := &api.Stats{Unit: p.Unit, A: api.EndStats{Name: p.A.Name}, B: api.EndStats{Name: p.B.Name}}
+	if l := m.links[p.Unit]; l != nil {
+		s.A.Stats, s.B.Stats = l.Pair.A.Stats(), l.Pair.B.Stats()
+	}
+	return s, nil
+}
+
+// Len returns the number of pairs.
+func (m *Manager) Len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.st.Pairs)
+}
+
+// Close stops forwarding for every pair; the persistent TAPs stay, so a
+// restarted daemon re-attaches to them and pods keep their interfaces.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for unit, l := range m.links {
+		l.Stop()
+		delete(m.links, unit)
+	}
+}
+
+// find resolves a unit number or the name of either end. The host (b) name
+// is unique; an a name may repeat across pods (eth0), so it must be.
+func (m *Manager) find(id string) (*state.Pair, error) {
+	if u, err := strconv.Atoi(id); err == nil {
+		if p := m.st.Pairs[u]; p != nil {
+			return p, nil
+		}
+		return nil, fmt.Errorf("%w: unit %d", errNotFound, u)
+	}
+	var found []*state.Pair
+	for _, p := range m.st.Pairs {
+		if p.B.Name == id {
+			return p, nil
+		}
+		if p.A.Name == id {
+			found = append(found, p)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return nil, fmt.Errorf("%w: %q (give a unit number or an end name)", errNotFound, id)
+	case 1:
+		return found[0], nil
+	}
+	return nil, fmt.Errorf("%w: %d pairs have an end named %q; give the unit number", errInvalid, len(found), id)
+}
+
+func (m *Manager) describe(p *state.Pair) *api.Pair {
+	out := &api.Pair{
+		Unit: p.Unit, MTU: p.MTU, Queues: p.Queues, Owner: p.Owner, Problem: m.problems[p.Unit],
+		A: api.End{Name: p.A.Name, Index: p.A.Index, MAC: p.A.MAC, Netns: p.A.Netns},
+		B: api.End{Name: p.B.Name, Index: p.B.Index, MAC: p.B.MAC, Netns: p.B.Netns},
+	}
+	if l := m.links[p.Unit]; l != nil {
+		a, b := l.Pair.A, l.Pair.B
+		out.A.Up, out.A.Running = a.Up(), a.Running()
+		out.B.Up, out.B.Running = b.Up(), b.Running()
+		out.Forwarding = a.Running() && b.Running()
+	}
+	if !out.Forwarding && out.Problem == "" {
+		out.Problem = "not forwarding: an end's device is gone"
+	}
+	return out
+}
+
+var errExists = errors.New("name in use")
+
+func parseMAC(s string) (net.HardwareAddr, error) {
+	hw, err := net.ParseMAC(s)
+	if err != nil || len(hw) != 6 {
+		return nil, fmt.Errorf("%w: MAC %q is not an Ethernet address", errInvalid, s)
+	}
+	if hw[0]&1 != 0 {
+		return nil, fmt.Errorf("%w: MAC %q is a multicast address", errInvalid, s)
+	}
+	return hw, nil
+}
+
+func nsName(path string) string {
+	if path == "" {
+		return "the daemon's netns"
+	}
+	return path
+}

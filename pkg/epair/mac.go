@@ -1,0 +1,198 @@
+package epair
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/bits"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// machineIDPath is where systemd (and most other inits) keep the host's
+// identity; it plays the role of FreeBSD's kern.hostid.
+const machineIDPath = "/etc/machine-id"
+
+// machineIDHexLen is the length of a machine-id without its newline.
+const machineIDHexLen = 32
+
+// ErrInvalidHostID is wrapped by HostIDFromFile when the file exists but
+// does not hold a usable host ID.
+var ErrInvalidHostID = errors.New("epair: invalid host ID")
+
+// JenkinsHash32 returns Bob Jenkins' lookup3 hashword() of key, seeded with
+// initval. It is bit-for-bit FreeBSD's jenkins_hash32(), which if_epair uses
+// to derive MAC addresses, so that a pair gets the MAC FreeBSD would give it.
+func JenkinsHash32(key []uint32, initval uint32) uint32 {
+	// The length is folded into the seed as a uint32 exactly like C does,
+	// wrap-around included.
+	a := 0xdeadbeef + uint32(len(key))<<2 + initval
+	b, c := a, a
+	for len(key) > 3 {
+		a += key[0]
+		b += key[1]
+		c += key[2]
+		a, b, c = jenkinsMix(a, b, c)
+		key = key[3:]
+	}
+	switch len(key) {
+	case 3:
+		c += key[2]
+		fallthrough
+	case 2:
+		b += key[1]
+		fallthrough
+	case 1:
+		a += key[0]
+		c = jenkinsFinal(a, b, c)
+	}
+	// An empty key skips final() on purpose: lookup3 returns the seed.
+	return c
+}
+
+// jenkinsMix is lookup3's mix() macro: it is reversible, so no entropy of
+// the 96-bit state is lost between blocks.
+func jenkinsMix(a, b, c uint32) (uint32, uint32, uint32) {
+	a -= c
+	a ^= bits.RotateLeft32(c, 4)
+	c += b
+	b -= a
+	b ^= bits.RotateLeft32(a, 6)
+	a += c
+	c -= b
+	c ^= bits.RotateLeft32(b, 8)
+	b += a
+	a -= c
+	a ^= bits.RotateLeft32(c, 16)
+	c += b
+	b -= a
+	b ^= bits.RotateLeft32(a, 19)
+	a += c
+	c -= b
+	c ^= bits.RotateLeft32(b, 4)
+	b += a
+	return a, b, c
+}
+
+// jenkinsFinal is lookup3's final() macro; only c is the result, so only c
+// is returned.
+func jenkinsFinal(a, b, c uint32) uint32 {
+	c ^= b
+	c -= bits.RotateLeft32(b, 14)
+	a ^= c
+	a -= bits.RotateLeft32(c, 11)
+	b ^= a
+	b -= bits.RotateLeft32(a, 25)
+	c ^= b
+	c -= bits.RotateLeft32(b, 16)
+	a ^= c
+	a -= bits.RotateLeft32(c, 4)
+	b ^= a
+	b -= bits.RotateLeft32(a, 14)
+	c ^= b
+	c -= bits.RotateLeft32(b, 24)
+	return c
+}
+
+// MACs returns the MAC addresses of the a and b ends of the pair with the
+// given index on the host with the given ID, following
+// epair_generate_mac(): 02 (locally administered, unicast), the four bytes
+// of jenkins_hash32({index, hostID low, hostID high}, 0) in little-endian
+// order (FreeBSD memcpy()s the hash on little-endian machines), then 0a for
+// the a end; the b end differs only in its last byte, 0b.
+func MACs(index uint32, hostID uint64) (a, b net.HardwareAddr) {
+	key := [3]uint32{index, uint32(hostID), uint32(hostID >> 32)}
+	hash := JenkinsHash32(key[:], 0)
+
+	a = make(net.HardwareAddr, 6)
+	a[0] = 0x02
+	binary.LittleEndian.PutUint32(a[1:5], hash)
+	a[5] = 0x0a
+
+	b = make(net.HardwareAddr, 6)
+	copy(b, a)
+	b[5] = 0x0b
+	return a, b
+}
+
+// HostIDFromFile reads a machine-id(5) style file (32 hex digits, optionally
+// followed by one newline) and returns its first 16 hex digits as a
+// big-endian uint64. A missing file, malformed contents or an ID of zero
+// (FreeBSD's "no hostid") are errors.
+func HostIDFromFile(path string) (uint64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("epair: reading host ID: %w", err)
+	}
+	defer f.Close()
+
+	// A valid file is 33 bytes; reading a little more is enough to tell an
+	// overlong file from a good one without slurping whatever path we got.
+	data, err := io.ReadAll(io.LimitReader(f, 2*machineIDHexLen))
+	if err != nil {
+		return 0, fmt.Errorf("epair: reading host ID from %s: %w", path, err)
+	}
+	id, err := parseMachineID(string(data))
+	if err != nil {
+		return 0, fmt.Errorf("epair: host ID in %s: %w", path, err)
+	}
+	return id, nil
+}
+
+// parseMachineID checks the machine-id format and folds it to 64 bits.
+func parseMachineID(s string) (uint64, error) {
+	s = strings.TrimSuffix(s, "\n")
+	if len(s) != machineIDHexLen {
+		return 0, fmt.Errorf("%w: want %d hex digits, got %d bytes",
+			ErrInvalidHostID, machineIDHexLen, len(s))
+	}
+	for i := 0; i < len(s); i++ {
+		if !isHexDigit(s[i]) {
+			return 0, fmt.Errorf("%w: byte %d (%q) is not a hex digit",
+				ErrInvalidHostID, i, s[i])
+		}
+	}
+	id, err := strconv.ParseUint(s[:16], 16, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrInvalidHostID, err)
+	}
+	if id == 0 {
+		// FreeBSD treats hostid 0 as unset; so do we, so the caller's
+		// random fallback kicks in instead of every host sharing MACs.
+		return 0, fmt.Errorf("%w: host ID is zero", ErrInvalidHostID)
+	}
+	return id, nil
+}
+
+func isHexDigit(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+// HostID returns the host ID from /etc/machine-id, or, when that is missing
+// or unusable, a random non-zero value, like if_epair's arc4rand() fallback.
+// The random value differs per call, so callers wanting stable MACs should
+// call HostID once and keep the result.
+func HostID() uint64 {
+	if id, err := HostIDFromFile(machineIDPath); err == nil {
+		return id
+	}
+	return randomHostID()
+}
+
+// randomHostID draws until non-zero, because zero means "unset" and would
+// make the MAC depend on the index alone.
+func randomHostID() uint64 {
+	var buf [8]byte
+	for {
+		// crypto/rand.Read never fails since Go 1.24; it aborts the
+		// process instead, so there is no error to handle.
+		_, _ = rand.Read(buf[:])
+		if id := binary.LittleEndian.Uint64(buf[:]); id != 0 {
+			return id
+		}
+	}
+}

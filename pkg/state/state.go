@@ -1,0 +1,144 @@
+// Package state keeps the epair daemon's state on disk: one JSON file,
+// replaced atomically, so that a crash at any point leaves either the old or
+// the new state, never a torn one.
+package state
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/epair-cni/epair/pkg/api"
+	"golang.org/x/sys/unix"
+)
+
+// Phase is where a pair is in its life. A pair is written as Creating before
+// any device exists and as Deleting before any is removed, so that a daemon
+// restarted after a crash knows what to roll back or finish.
+type Phase string
+
+// The phases of a pair.
+const (
+	Creating Phase = "creating"
+	Ready    Phase = "ready"
+	Deleting Phase = "deleting"
+)
+
+// Pair is what is kept of a pair.
+type Pair struct {
+	Unit     int        `json:"unit"`
+	Phase    Phase      `json:"phase"`
+	A        End        `json:"a"`
+	B        End        `json:"b"`
+	MTU      int        `json:"mtu"`
+	Queues   int        `json:"queues"`
+	MACIndex uint32     `json:"mac_index"`
+	Owner    *api.Owner `json:"owner,omitempty"`
+}
+
+// End is what is kept of one end.
+type End struct {
+	Name  string `json:"name"`
+	Index int    `json:"ifindex"`
+	MAC   string `json:"mac"`
+	Netns string `json:"netns,omitempty"`
+}
+
+// State is the whole file.
+type State struct {
+	// NextMACIndex feeds the MAC rule; it only grows, so a MAC is never
+	// handed out twice by this node.
+	NextMACIndex uint32        `json:"next_mac_index"`
+	Pairs        map[int]*Pair `json:"pairs"`
+}
+
+const fileName = "state.json"
+
+// Store reads and writes the state in a directory it holds locked.
+type Store struct {
+	dir  string
+	lock *os.File
+}
+
+// Open creates dir (mode 0700) if needed and takes an exclusive lock on it,
+// so two daemons never share one state.
+func Open(dir string) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create state dir: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open state lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("state dir %s is in use by another epair daemon: %w", dir, err)
+	}
+	return &Store{dir: dir, lock: f}, nil
+}
+
+// Close releases the lock.
+func (s *Store) Close() error { return s.lock.Close() }
+
+// Load reads the state; a missing file is an empty state.
+func (s *Store) Load() (*State, error) {
+	st := &State{Pairs: map[int]*Pair{}}
+	b, err := os.ReadFile(filepath.Join(s.dir, fileName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return st, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read state: %w", err)
+	}
+	if err := json.Unmarshal(b, st); err != nil {
+		return nil, fmt.Errorf("parse state %s: %w", filepath.Join(s.dir, fileName), err)
+	}
+	if st.Pairs == nil {
+		st.Pairs = map[int]*Pair{}
+	}
+	return st, nil
+}
+
+// Save writes st to a temporary file, syncs it, renames it over the state
+// file and syncs the directory: the rename is the commit point.
+func (s *Store) Save(st *State) error {
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode state: %w", err)
+	}
+	tmp, err := os.CreateTemp(s.dir, fileName+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write state: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write state: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("sync state: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write state: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), filepath.Join(s.dir, fileName)); err != nil {
+		return fmt.Errorf("commit state: %w", err)
+	}
+	return syncDir(s.dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync state dir: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync state dir: %w", err)
+	}
+	return nil
+}

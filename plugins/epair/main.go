@@ -1,0 +1,14 @@
+// Command epair is the epair CNI plugin when CNI_COMMAND is set, and
+// otherwise a CLI: `epair daemon` runs the node agent, `epair pair ...` and
+// `epair stats` talk to it.
+package main
+
+import (
+	"os"
+
+	"github.com/epair-cni/epair/pkg/cli"
+)
+
+func main() {
+	os.Exit(cli.Main(os.Args[1:], os.Stdout, os.Stderr))
+}
