@@ -33,8 +33,11 @@ fuzz:
 demo: deps build
 	hack/demo.sh $(BIN)
 
-bench:
+# Go benchmarks of the queue core, then (as root) epair against a kernel
+# veth pair measured in the same run.
+bench: build
 	$(GO) test -run XXX -bench . -benchmem ./pkg/epair
+	@if [ "$$(id -u)" -eq 0 ]; then hack/bench/pair-vs-veth.sh $(BIN); else echo "bench: not root, skipping the veth comparison"; fi
 
 e2e: build
 	EPAIR_BIN=$(CURDIR)/$(BIN) $(GO) test $(TESTFLAGS) -v ./e2e/...

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -376,4 +377,11 @@ func TestDeleteRemovesBothEnds(t *testing.T) {
 	if err == nil || !strings.Contains(out, "no such pair") {
 		t.Fatalf("second del: %v %q, want a 'no such pair' error", err, out)
 	}
+}
+
+func unmount(path string) error {
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil {
+		return err
+	}
+	return os.Remove(path)
 }

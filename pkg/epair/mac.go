@@ -22,7 +22,7 @@ const machineIDHexLen = 32
 
 // ErrInvalidHostID is wrapped by HostIDFromFile when the file exists but
 // does not hold a usable host ID.
-var ErrInvalidHostID = errors.New("epair: invalid host ID")
+var ErrInvalidHostID = errors.New("invalid host ID")
 
 // JenkinsHash32 returns Bob Jenkins' lookup3 hashword() of key, seeded with
 // initval. It is bit-for-bit FreeBSD's jenkins_hash32(), which if_epair uses
@@ -126,7 +126,7 @@ func MACs(index uint32, hostID uint64) (a, b net.HardwareAddr) {
 func HostIDFromFile(path string) (uint64, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return 0, fmt.Errorf("epair: reading host ID: %w", err)
+		return 0, fmt.Errorf("reading host ID: %w", err)
 	}
 	defer f.Close()
 
@@ -134,11 +134,11 @@ func HostIDFromFile(path string) (uint64, error) {
 	// overlong file from a good one without slurping whatever path we got.
 	data, err := io.ReadAll(io.LimitReader(f, 2*machineIDHexLen))
 	if err != nil {
-		return 0, fmt.Errorf("epair: reading host ID from %s: %w", path, err)
+		return 0, fmt.Errorf("reading host ID from %s: %w", path, err)
 	}
 	id, err := parseMachineID(string(data))
 	if err != nil {
-		return 0, fmt.Errorf("epair: host ID in %s: %w", path, err)
+		return 0, fmt.Errorf("host ID in %s: %w", path, err)
 	}
 	return id, nil
 }

@@ -20,12 +20,12 @@ const unitPrefix = "epair"
 // there is no room left for the [ab] suffix.
 func UnitNames(unit int) (a, b string, err error) {
 	if unit < 0 {
-		return "", "", fmt.Errorf("epair: unit %d is negative: %w", unit, unix.EINVAL)
+		return "", "", fmt.Errorf("unit %d is negative: %w", unit, unix.EINVAL)
 	}
 	base := unitPrefix + strconv.Itoa(unit)
 	if len(base)+1 > IFNAMSIZ-1 {
 		return "", "", fmt.Errorf(
-			"epair: unit %d too large for IFNAMSIZ: %q is %d bytes, at most %d fit: %w",
+			"unit %d too large for IFNAMSIZ: %q is %d bytes, at most %d fit: %w",
 			unit, base+"a", len(base)+1, IFNAMSIZ-1, unix.ENOSPC)
 	}
 	return base + "a", base + "b", nil
@@ -66,7 +66,7 @@ func allocUnitFrom(start int, inUse func(int) bool, exists func(string) bool) (i
 		a, b, err := UnitNames(unit)
 		if err != nil {
 			// Units only grow longer from here, so no later one fits.
-			return -1, fmt.Errorf("epair: no free unit fits IFNAMSIZ: %w", err)
+			return -1, fmt.Errorf("no free unit fits IFNAMSIZ: %w", err)
 		}
 		if !inUse(unit) && !exists(a) && !exists(b) {
 			return unit, nil
@@ -81,11 +81,11 @@ func checkUnit(unit int, inUse func(int) bool, exists func(string) bool) error {
 		return err
 	}
 	if inUse(unit) {
-		return fmt.Errorf("epair: unit %d is already in use: %w", unit, unix.EEXIST)
+		return fmt.Errorf("unit %d is already in use: %w", unit, unix.EEXIST)
 	}
 	for _, name := range [...]string{a, b} {
 		if exists(name) {
-			return fmt.Errorf("epair: unit %d: interface %s already exists: %w",
+			return fmt.Errorf("unit %d: interface %s already exists: %w",
 				unit, name, unix.EEXIST)
 		}
 	}
@@ -136,5 +136,5 @@ func badIfNameByte(c byte) string {
 }
 
 func badIfName(name, why string) error {
-	return fmt.Errorf("epair: invalid interface name %q: %s: %w", name, why, unix.EINVAL)
+	return fmt.Errorf("invalid interface name %q: %s (%w)", name, why, unix.EINVAL)
 }
