@@ -9,4 +9,12 @@ require (
 	golang.org/x/sys v0.50.0
 )
 
-require github.com/containernetworking/cni v1.3.1 // indirect
+require (
+	github.com/containernetworking/cni v1.3.1
+	github.com/coreos/go-iptables v0.8.0 // indirect
+	github.com/pkg/errors v0.9.1 // indirect
+	github.com/safchain/ethtool v0.6.2 // indirect
+	go.opentelemetry.io/otel v1.29.0 // indirect
+	go.opentelemetry.io/otel/trace v1.29.0 // indirect
+	sigs.k8s.io/knftables v0.0.18 // indirect
+)

@@ -42,6 +42,15 @@ type Owner struct {
 	ContainerID string `json:"container_id"`
 	IfName      string `json:"ifname"`
 	Network     string `json:"network"`
+	// IPs are the pod's addresses (CIDR), kept so that DEL and GC can undo
+	// host-side rules even when the pod's namespace is already gone.
+	IPs []string `json:"ips,omitempty"`
+}
+
+// Matches reports whether the owner is the attachment (containerID, ifName)
+// of network.
+func (o *Owner) Matches(network, containerID, ifName string) bool {
+	return o != nil && o.Network == network && o.ContainerID == containerID && o.IfName == ifName
 }
 
 // End describes one interface of a pair.

@@ -7,8 +7,14 @@ import (
 	"os"
 
 	"github.com/epair-cni/epair/pkg/cli"
+	"github.com/epair-cni/epair/pkg/cni"
+	"github.com/epair-cni/epair/pkg/daemon"
 )
 
 func main() {
+	if os.Getenv("CNI_COMMAND") != "" {
+		cni.Main("epair CNI plugin " + daemon.Version)
+		return
+	}
 	os.Exit(cli.Main(os.Args[1:], os.Stdout, os.Stderr))
 }

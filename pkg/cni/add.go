@@ -1,0 +1,162 @@
+package cni
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ip"
+	"github.com/epair-cni/epair/pkg/api"
+	"github.com/epair-cni/epair/pkg/client"
+)
+
+// cmdAdd: IPAM first (so the pair's record can carry the addresses), then
+// the pair, then the host side, then the pod. Every step undoes the ones
+// before it on failure, so a failed ADD leaves nothing behind.
+func cmdAdd(args *skel.CmdArgs) (err error) {
+	conf, err := loadConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if err := checkEnv(args, true); err != nil {
+		return err
+	}
+	mac, err := macFor(conf, args)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := newContext()
+	defer cancel()
+	c := client.New(conf.Socket)
+	if existing, err := findPair(ctx, c, conf.Name, args.ContainerID, args.IfName); err != nil {
+		return daemonError(c, "list pairs", err)
+	} else if existing != nil {
+		return types.NewError(ErrPair, fmt.Sprintf("container %s already has %s on network %s (pair %d): DEL it first",
+			args.ContainerID, args.IfName, conf.Name, existing.Unit), "")
+	}
+
+	res, err := ipamAdd(ctx, conf, args.StdinData)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			invoke.DelegateDel(context.Background(), conf.IPAM.Type, args.StdinData, nil)
+		}
+	}()
+
+	pair, err := c.CreatePair(ctx, &api.CreateRequest{
+		ANetns: args.Netns, AName: args.IfName, AMAC: mac, MTU: conf.MTU,
+		Owner: &api.Owner{ContainerID: args.ContainerID, IfName: args.IfName, Network: conf.Name, IPs: ipStrings(res.IPs)},
+	})
+	if err != nil {
+		return daemonError(c, "create pair", err)
+	}
+	defer func() {
+		if err != nil {
+			c.DeletePair(context.Background(), fmt.Sprint(pair.Unit))
+		}
+	}()
+
+	if err := setupHost(conf, pair, res); err != nil {
+		return types.NewError(ErrHostSetup, "host side of "+pair.B.Name+": "+err.Error(), "")
+	}
+	if err := setupPod(conf, args.Netns, pair.A.Index, res); err != nil {
+		return types.NewError(ErrPodSetup, fmt.Sprintf("%s in %s: %v", args.IfName, args.Netns, err), "")
+	}
+	if conf.IPMasq {
+		if err := ip.SetupIPMasqForNetworks(conf.IPMasqBackend, podNets(res.IPs), conf.Name, args.IfName, args.ContainerID); err != nil {
+			return types.NewError(ErrHostSetup, "ipMasq: "+err.Error(), "")
+		}
+	}
+	fillResult(conf, pair, args.Netns, res)
+	return types.PrintResult(res, conf.CNIVersion)
+}
+
+// ipamAdd runs the IPAM plugin and checks it gave at least one address.
+func ipamAdd(ctx context.Context, conf *NetConf, stdin []byte) (*current.Result, error) {
+	if _, err := invoke.FindInPath(conf.IPAM.Type, cniPaths()); err != nil {
+		return nil, invalidConf("ipam.type %q: no such plugin in CNI_PATH (%v)", conf.IPAM.Type, err)
+	}
+	r, err := invoke.DelegateAdd(ctx, conf.IPAM.Type, stdin, nil)
+	if err != nil {
+		if te, ok := err.(*types.Error); ok {
+			return nil, te
+		}
+		return nil, types.NewError(ErrIPAM, fmt.Sprintf("IPAM plugin %s: %v", conf.IPAM.Type, err), "")
+	}
+	res, err := current.NewResultFromResult(r)
+	if err == nil && len(res.IPs) == 0 {
+		err = fmt.Errorf("no addresses")
+	}
+	if err == nil {
+		err = fillGateways(res)
+	}
+	if err != nil {
+		invoke.DelegateDel(context.Background(), conf.IPAM.Type, stdin, nil)
+		return nil, types.NewError(ErrNoAddress, fmt.Sprintf("IPAM plugin %s gave an unusable result: %v", conf.IPAM.Type, err), "")
+	}
+	if len(res.DNS.Nameservers) == 0 && len(res.DNS.Search) == 0 && res.DNS.Domain == "" {
+		res.DNS = conf.DNS
+	}
+	return res, nil
+}
+
+// fillGateways gives every address a gateway: the IPAM plugin's, or the
+// first address of its subnet, as ptp does.
+func fillGateways(res *current.Result) error {
+	for _, ipc := range res.IPs {
+		if ipc.Gateway == nil {
+			ipc.Gateway = ip.NextIP(ipc.Address.IP.Mask(ipc.Address.Mask))
+		}
+		if ipc.Gateway.Equal(ipc.Address.IP) {
+			return fmt.Errorf("address %s is its own gateway", ipc.Address.IP)
+		}
+	}
+	return nil
+}
+
+// fillResult lists the interfaces: [bridge,] b end on the host, a end in
+// the pod; every IP belongs to the a end.
+func fillResult(conf *NetConf, p *api.Pair, netns string, res *current.Result) {
+	res.CNIVersion = conf.CNIVersion
+	res.Interfaces = nil
+	if conf.Mode == ModeBridge {
+		br := &current.Interface{Name: conf.Bridge}
+		if l, err := net.InterfaceByName(conf.Bridge); err == nil {
+			br.Mac = l.HardwareAddr.String()
+		}
+		res.Interfaces = append(res.Interfaces, br)
+	}
+	res.Interfaces = append(res.Interfaces,
+		&current.Interface{Name: p.B.Name, Mac: p.B.MAC, Mtu: p.MTU},
+		&current.Interface{Name: p.A.Name, Mac: p.A.MAC, Mtu: p.MTU, Sandbox: netns})
+	for _, ipc := range res.IPs {
+		ipc.Interface = current.Int(len(res.Interfaces) - 1)
+	}
+}
+
+// cniPaths is CNI_PATH as a list.
+func cniPaths() []string { return filepath.SplitList(os.Getenv("CNI_PATH")) }
+
+func ipStrings(ips []*current.IPConfig) []string {
+	out := make([]string, 0, len(ips))
+	for _, ipc := range ips {
+		out = append(out, ipc.Address.String())
+	}
+	return out
+}
+
+func podNets(ips []*current.IPConfig) []*net.IPNet {
+	out := make([]*net.IPNet, 0, len(ips))
+	for _, ipc := range ips {
+		out = append(out, &ipc.Address)
+	}
+	return out
+}

@@ -1,0 +1,115 @@
+package cni
+
+import (
+	"fmt"
+
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+	"github.com/containernetworking/plugins/pkg/ip"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/epair-cni/epair/pkg/api"
+	"github.com/epair-cni/epair/pkg/client"
+	"github.com/vishvananda/netlink"
+)
+
+func mismatch(format string, a ...any) *types.Error {
+	return types.NewError(ErrMismatch, fmt.Sprintf(format, a...), "")
+}
+
+// cmdCheck verifies the attachment against prevResult: the IPAM plugin's
+// own CHECK, the pair (exists, forwarding, names and MACs) and, in the pod,
+// the interface, its addresses and routes.
+func cmdCheck(args *skel.CmdArgs) error {
+	conf, err := loadConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if err := checkEnv(args, true); err != nil {
+		return err
+	}
+	prev, err := prevResult(conf)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := newContext()
+	defer cancel()
+	if err := invoke.DelegateCheck(ctx, conf.IPAM.Type, args.StdinData, nil); err != nil {
+		return types.NewError(ErrIPAM, fmt.Sprintf("IPAM plugin %s CHECK: %v", conf.IPAM.Type, err), "")
+	}
+	c := client.New(conf.Socket)
+	pair, err := findPair(ctx, c, conf.Name, args.ContainerID, args.IfName)
+	if err != nil {
+		return daemonError(c, "find pair", err)
+	}
+	if pair == nil {
+		return mismatch("no epair pair for container %s %s on network %s", args.ContainerID, args.IfName, conf.Name)
+	}
+	if !pair.Forwarding {
+		return mismatch("pair %d is not forwarding: %s", pair.Unit, pair.Problem)
+	}
+	if err := checkInterfaces(pair, args, prev); err != nil {
+		return err
+	}
+	return checkPod(args, pair, prev)
+}
+
+func prevResult(conf *NetConf) (*current.Result, error) {
+	if conf.RawPrevResult == nil {
+		return nil, invalidConf("CHECK needs prevResult in the config")
+	}
+	if err := version.ParsePrevResult(&conf.PluginConf); err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "cannot parse prevResult: "+err.Error(), "")
+	}
+	res, err := current.NewResultFromResult(conf.PrevResult)
+	if err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "cannot convert prevResult: "+err.Error(), "")
+	}
+	return res, nil
+}
+
+// checkInterfaces compares the result's interfaces with the pair.
+func checkInterfaces(p *api.Pair, args *skel.CmdArgs, prev *current.Result) error {
+	var sawA, sawB bool
+	for _, i := range prev.Interfaces {
+		switch {
+		case i.Sandbox != "" && i.Name == args.IfName:
+			sawA = true
+			if i.Mac != p.A.MAC || i.Sandbox != args.Netns {
+				return mismatch("%s: prevResult says MAC %s in %s, the pair has %s in %s", i.Name, i.Mac, i.Sandbox, p.A.MAC, p.A.Netns)
+			}
+		case i.Name == p.B.Name:
+			sawB = true
+			if i.Mac != p.B.MAC {
+				return mismatch("%s: prevResult says MAC %s, the pair has %s", i.Name, i.Mac, p.B.MAC)
+			}
+		}
+	}
+	if !sawA || !sawB {
+		return mismatch("prevResult does not list both ends of pair %d (%s in the pod, %s on the host)", p.Unit, args.IfName, p.B.Name)
+	}
+	return nil
+}
+
+// checkPod looks at the a end in the pod: it exists with its MAC, and the
+// addresses and routes of prevResult are on it.
+func checkPod(args *skel.CmdArgs, p *api.Pair, prev *current.Result) error {
+	return ns.WithNetNSPath(args.Netns, func(ns.NetNS) error {
+		l, err := netlink.LinkByName(args.IfName)
+		if err != nil {
+			return mismatch("%s is missing in %s: %v", args.IfName, args.Netns, err)
+		}
+		if l.Attrs().HardwareAddr.String() != p.A.MAC {
+			return mismatch("%s has MAC %s, want %s", args.IfName, l.Attrs().HardwareAddr, p.A.MAC)
+		}
+		if err := ip.ValidateExpectedInterfaceIPs(args.IfName, prev.IPs); err != nil {
+			return mismatch("%s addresses: %v", args.IfName, err)
+		}
+		if err := ip.ValidateExpectedRoute(prev.Routes); err != nil {
+			return mismatch("%s routes: %v", args.IfName, err)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,144 @@
+// Package cni is the epair CNI plugin: ADD, DEL, CHECK, VERSION, STATUS and
+// GC per the CNI spec 1.1. It delegates IPAM, asks the epair daemon for a
+// pair whose a end becomes CNI_IFNAME in the pod, and configures addresses
+// and routes on both sides.
+package cni
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/epair-cni/epair/pkg/api"
+	"github.com/epair-cni/epair/pkg/epair"
+)
+
+// Modes of the host side.
+const (
+	ModeRouted = "routed"
+	ModeBridge = "bridge"
+)
+
+// DefaultBridge is the bridge of bridge mode unless the config names one.
+const DefaultBridge = "epair-br0"
+
+// epair's own error codes (the spec reserves 100+ for plugins).
+const (
+	ErrPair      uint = 100 // the daemon could not make or find the pair
+	ErrIPAM      uint = 101 // the IPAM plugin failed
+	ErrNoAddress uint = 102 // the IPAM result holds no address
+	ErrHostSetup uint = 103 // addresses, routes or bridge on the host failed
+	ErrPodSetup  uint = 104 // addresses or routes in the pod failed
+	ErrMismatch  uint = 105 // CHECK found the attachment differs from prevResult
+)
+
+// NetConf is the network configuration of an epair network.
+type NetConf struct {
+	types.PluginConf
+	Mode   string `json:"mode,omitempty"`
+	Bridge string `json:"bridge,omitempty"`
+	MTU    int    `json:"mtu,omitempty"`
+	IPMasq bool   `json:"ipMasq,omitempty"`
+	// IPMasqBackend is "iptables" or "nftables"; empty picks what exists.
+	IPMasqBackend *string `json:"ipMasqBackend,omitempty"`
+	Socket        string  `json:"socket,omitempty"`
+	RuntimeConfig struct {
+		MAC string `json:"mac,omitempty"`
+	} `json:"runtimeConfig,omitempty"`
+}
+
+// envArgs are the CNI_ARGS epair understands.
+type envArgs struct {
+	types.CommonArgs
+	MAC types.UnmarshallableString `json:"mac,omitempty"`
+}
+
+func invalidConf(format string, a ...any) *types.Error {
+	return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf(format, a...), "")
+}
+
+// loadConf parses and checks the config; every fault is a *types.Error with
+// the spec's code and a message that says what to fix.
+func loadConf(data []byte) (*NetConf, error) {
+	c := &NetConf{}
+	if err := json.Unmarshal(data, c); err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "cannot parse the network config: "+err.Error(), "")
+	}
+	if c.Mode == "" {
+		c.Mode = ModeRouted
+	}
+	if c.Mode != ModeRouted && c.Mode != ModeBridge {
+		return nil, invalidConf("mode %q is not supported: use %q or %q", c.Mode, ModeRouted, ModeBridge)
+	}
+	if c.Mode == ModeBridge {
+		if c.Bridge == "" {
+			c.Bridge = DefaultBridge
+		}
+		if err := epair.ValidIfName(c.Bridge); err != nil {
+			return nil, invalidConf("bridge: %v", err)
+		}
+	}
+	if c.MTU == 0 {
+		c.MTU = 1500
+	}
+	if c.MTU < api.MinMTU || c.MTU > api.MaxMTU {
+		return nil, invalidConf("mtu %d is out of range %d..%d", c.MTU, api.MinMTU, api.MaxMTU)
+	}
+	if c.Socket == "" {
+		c.Socket = api.DefaultSocket
+	}
+	if !filepath.IsAbs(c.Socket) || filepath.Clean(c.Socket) != c.Socket {
+		return nil, invalidConf("socket %q must be an absolute, clean path", c.Socket)
+	}
+	if err := checkPluginName(c.IPAM.Type); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// checkPluginName accepts a bare plugin name only: the IPAM type is looked
+// up in CNI_PATH and must not reach outside it.
+func checkPluginName(name string) error {
+	if name == "" {
+		return invalidConf("ipam.type is missing: name an IPAM plugin such as host-local")
+	}
+	if strings.ContainsAny(name, `/\`) || name == "." || name == ".." || strings.ContainsRune(name, 0) {
+		return invalidConf("ipam.type %q is not a plugin name", name)
+	}
+	return nil
+}
+
+// checkEnv validates CNI_IFNAME and, when needNetns, CNI_NETNS.
+func checkEnv(args *skel.CmdArgs, needNetns bool) error {
+	if err := epair.ValidIfName(args.IfName); err != nil {
+		return types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_IFNAME: "+err.Error(), "")
+	}
+	if !needNetns {
+		return nil
+	}
+	if args.Netns == "" {
+		return types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_NETNS is empty: give the pod's network namespace path", "")
+	}
+	n, err := ns.GetNS(args.Netns)
+	if err != nil {
+		return types.NewError(types.ErrInvalidEnvironmentVariables,
+			fmt.Sprintf("CNI_NETNS %q is not a network namespace: %v", args.Netns, err), "")
+	}
+	return n.Close()
+}
+
+// macFor returns the MAC asked for through runtimeConfig or CNI_ARGS.
+func macFor(c *NetConf, args *skel.CmdArgs) (string, error) {
+	if c.RuntimeConfig.MAC != "" {
+		return c.RuntimeConfig.MAC, nil
+	}
+	e := envArgs{}
+	if err := types.LoadArgs(args.Args, &e); err != nil {
+		return "", types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_ARGS: "+err.Error(), "")
+	}
+	return string(e.MAC), nil
+}

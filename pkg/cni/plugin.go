@@ -1,0 +1,80 @@
+package cni
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/version"
+	"github.com/epair-cni/epair/pkg/api"
+	"github.com/epair-cni/epair/pkg/client"
+)
+
+// Versions are the CNI spec versions the plugin speaks.
+var Versions = version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+
+// timeout bounds one plugin invocation's talk with the daemon.
+const timeout = 60 * time.Second
+
+// Main runs the plugin; the binary calls it when CNI_COMMAND is set.
+func Main(about string) {
+	skel.PluginMainFuncs(skel.CNIFuncs{
+		Add: cmdAdd, Del: cmdDel, Check: cmdCheck, GC: cmdGC, Status: cmdStatus,
+	}, Versions, about)
+}
+
+func newContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), timeout)
+}
+
+// daemonError turns a failure to talk to the daemon into a CNI error: an
+// unreachable daemon is transient (11, try again later).
+func daemonError(c *client.Client, what string, err error) *types.Error {
+	if errors.Is(err, client.ErrUnreachable) {
+		return types.NewError(types.ErrTryAgainLater,
+			fmt.Sprintf("epair daemon not reachable at %s: start `epair daemon` (or the epair DaemonSet) on this node", c.Socket()), err.Error())
+	}
+	var ae *client.APIError
+	if errors.As(err, &ae) && ae.Status == http.StatusBadRequest {
+		return types.NewError(types.ErrInvalidNetworkConfig, what+": "+ae.Message, "")
+	}
+	return types.NewError(ErrPair, what+": "+err.Error(), "")
+}
+
+// findPair returns the daemon's pair for an attachment, or nil.
+func findPair(ctx context.Context, c *client.Client, network, containerID, ifName string) (*api.Pair, error) {
+	ps, err := c.ListPairs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for i := range ps {
+		if ps[i].Owner.Matches(network, containerID, ifName) {
+			return &ps[i], nil
+		}
+	}
+	return nil, nil
+}
+
+func cmdStatus(args *skel.CmdArgs) error {
+	conf, err := loadConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := newContext()
+	defer cancel()
+	c := client.New(conf.Socket)
+	st, err := c.Status(ctx)
+	if err != nil {
+		return types.NewError(types.ErrPluginNotAvailable,
+			fmt.Sprintf("epair daemon not reachable at %s: start `epair daemon` on this node", conf.Socket), err.Error())
+	}
+	if !st.CanCreate {
+		return types.NewError(types.ErrPluginNotAvailable,
+			fmt.Sprintf("epair daemon at %s cannot create pairs: %s", conf.Socket, st.Problem), "")
+	}
+	return delegateStatus(ctx, conf, args.StdinData)
+}
