@@ -385,3 +385,39 @@ func unmount(path string) error {
 	}
 	return os.Remove(path)
 }
+
+// TestLinkRuleFollowsTheKernel: an end set down by hand makes the core drop
+// (and count) frames towards it, as if_epair checks IFF_UP; its MTU set by
+// hand is the MTU the core checks.
+func TestLinkRuleFollowsTheKernel(t *testing.T) {
+	s := newSetup(t)
+	ping(t, s.na, ipB)
+	harness.MustRun(t, s.na, "ip", "link", "set", "eth0", "down")
+	waitPair(t, s, func(p *api.Pair) bool { return !p.A.Up })
+	before := s.stats(t)
+	harness.Run(t, s.nb, "ping", "-c", "3", "-i", "0.2", "-W", "1", ipA)
+	after := s.stats(t)
+	if after.B.OErrors < before.B.OErrors+3 || after.A.IPackets != before.A.IPackets {
+		t.Fatalf("towards a down end: b oerrors %d -> %d, a ipackets %d -> %d; want +3 oerrors, no ipackets",
+			before.B.OErrors, after.B.OErrors, before.A.IPackets, after.A.IPackets)
+	}
+	harness.MustRun(t, s.na, "ip", "link", "set", "eth0", "up")
+	waitPair(t, s, func(p *api.Pair) bool { return p.A.Up })
+	ping(t, s.nb, ipA)
+
+	harness.MustRun(t, s.na, "ip", "link", "set", "eth0", "mtu", "1400")
+	waitPair(t, s, func(p *api.Pair) bool { return p.A.MTU == 1400 })
+}
+
+func waitPair(t *testing.T, s *setup, ok func(*api.Pair) bool) {
+	t.Helper()
+	for i := 0; i < 100; i++ {
+		p, err := s.d.Client.GetPair(context.Background(), s.pair.B.Name)
+		if err == nil && ok(p) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	p, _ := s.d.Client.GetPair(context.Background(), s.pair.B.Name)
+	t.Fatalf("pair never reached the expected state: %+v", p)
+}

@@ -55,12 +55,15 @@ func (o *Owner) Matches(network, containerID, ifName string) bool {
 
 // End describes one interface of a pair.
 type End struct {
-	Name    string `json:"name"`
-	Index   int    `json:"ifindex"`
-	MAC     string `json:"mac"`
-	Netns   string `json:"netns,omitempty"`
-	Up      bool   `json:"up"`
-	Running bool   `json:"running"`
+	Name  string `json:"name"`
+	Index int    `json:"ifindex"`
+	MAC   string `json:"mac"`
+	Netns string `json:"netns,omitempty"`
+	// Up, Running and MTU are what the queue core's link and MTU rules
+	// see: IFF_UP and the MTU follow the kernel interface.
+	Up      bool `json:"up"`
+	Running bool `json:"running"`
+	MTU     int  `json:"mtu,omitempty"`
 }
 
 // Pair describes a pair as the daemon knows it.

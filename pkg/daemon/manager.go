@@ -38,6 +38,7 @@ type Manager struct {
 	problems map[int]string
 	hostID   uint64
 	queues   int
+	watch    *linkWatch
 }
 
 // NewManager loads the state and re-attaches to every pair in it.
@@ -51,6 +52,7 @@ func NewManager(store *state.Store, core *epair.Core, hostID uint64) (*Manager, 
 		queues:   core.Config().Queues,
 		links:    map[int]*datapath.Link{},
 		problems: map[int]string{},
+		watch:    newLinkWatch(),
 	}
 	m.restore()
 	return m, nil
@@ -74,6 +76,7 @@ func (m *Manager) restore() {
 			continue
 		}
 		m.links[unit] = link
+		m.follow(p, link)
 		slog.Info("pair re-attached", "unit", unit, "a", p.A.Name, "b", p.B.Name)
 	}
 	if err := m.store.Save(m.st); err != nil {
@@ -153,6 +156,7 @@ func (m *Manager) Create(req *api.CreateRequest) (*api.Pair, error) {
 		return nil, err
 	}
 	m.links[p.Unit] = link
+	m.follow(p, link)
 	slog.Info("pair created", "unit", p.Unit, "a", p.A.Name, "b", p.B.Name)
 	return m.describe(p), nil
 }
@@ -272,9 +276,22 @@ func createEnd(e *state.End, queues, mtu int) (*tap.Device, error) {
 	return d, nil
 }
 
+// follow keeps the pair's Ends' IFF_UP and MTU in step with the kernel's.
+// Without it the link rule would only see what the daemon itself set.
+func (m *Manager) follow(p *state.Pair, l *datapath.Link) {
+	if err := m.watch.add(p.A.Netns, p.A.Index, l.Pair.A); err != nil {
+		slog.Warn("not following link state", "name", p.A.Name, "err", err)
+	}
+	if err := m.watch.add(p.B.Netns, p.B.Index, l.Pair.B); err != nil {
+		slog.Warn("not following link state", "name", p.B.Name, "err", err)
+	}
+}
+
 // removeDevices stops forwarding and deletes both TAPs if they still exist.
 func (m *Manager) removeDevices(p *state.Pair) {
 	if l := m.links[p.Unit]; l != nil {
+		m.watch.remove(p.A.Netns, p.A.Index)
+		m.watch.remove(p.B.Netns, p.B.Index)
 		l.Stop()
 		delete(m.links, p.Unit)
 	}
@@ -355,6 +372,7 @@ func (m *Manager) Len() int {
 func (m *Manager) Close() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.watch.close()
 	for unit, l := range m.links {
 		l.Stop()
 		delete(m.links, unit)
@@ -396,8 +414,8 @@ func (m *Manager) describe(p *state.Pair) *api.Pair {
 	}
 	if l := m.links[p.Unit]; l != nil {
 		a, b := l.Pair.A, l.Pair.B
-		out.A.Up, out.A.Running = a.Up(), a.Running()
-		out.B.Up, out.B.Running = b.Up(), b.Running()
+		out.A.Up, out.A.Running, out.A.MTU = a.Up(), a.Running(), a.MTU()
+		out.B.Up, out.B.Running, out.B.MTU = b.Up(), b.Running(), b.MTU()
 		out.Forwarding = a.Running() && b.Running()
 	}
 	if !out.Forwarding && out.Problem == "" {
