@@ -81,10 +81,7 @@ func NewNS(t *testing.T) ns.NetNS {
 	if err != nil {
 		t.Fatalf("create netns: %v", err)
 	}
-	t.Cleanup(func() {
-		n.Close()
-		testutils.UnmountNS(n)
-	})
+	t.Cleanup(func() { RemoveNS(t, n) })
 	err = n.Do(func(ns.NetNS) error {
 		for _, k := range []string{"net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"} {
 			if _, err := sysctl.Sysctl(k, "1"); err != nil {
@@ -120,19 +117,30 @@ func MustRun(t *testing.T, n ns.NetNS, args ...string) string {
 // Daemon is an `epair daemon` process.
 type Daemon struct {
 	Socket, StateDir string
-	Client           *client.Client
-	cmd              *exec.Cmd
-	log              *os.File
-	args             []string
-	t                *testing.T
+	// Netns is the namespace the daemon runs in (nil: the test's own): it
+	// stands for the node's host namespace, where the b ends live.
+	Netns  ns.NetNS
+	Client *client.Client
+	cmd    *exec.Cmd
+	log    *os.File
+	args   []string
+	t      *testing.T
 }
 
 // StartDaemon starts a daemon on a private socket and state dir; cleanup
 // stops it. Extra args go to `epair daemon`.
 func StartDaemon(t *testing.T, args ...string) *Daemon {
 	t.Helper()
+	return StartDaemonIn(t, nil, args...)
+}
+
+// StartDaemonIn starts a daemon inside the namespace host (nil: the test's
+// own), so that the b ends, host routes and forwarding settings of a suite
+// stay in a namespace the suite made.
+func StartDaemonIn(t *testing.T, host ns.NetNS, args ...string) *Daemon {
+	t.Helper()
 	dir := t.TempDir()
-	d := &Daemon{Socket: filepath.Join(dir, "epair.sock"), StateDir: filepath.Join(dir, "state"), args: args, t: t}
+	d := &Daemon{Socket: filepath.Join(dir, "epair.sock"), StateDir: filepath.Join(dir, "state"), args: args, t: t, Netns: host}
 	d.Client = client.New(d.Socket)
 	var err error
 	if d.log, err = os.Create(filepath.Join(dir, "daemon.log")); err != nil {
@@ -154,7 +162,12 @@ func (d *Daemon) Start() {
 	t := d.t
 	t.Helper()
 	args := append([]string{"daemon", "--socket", d.Socket, "--state-dir", d.StateDir, "--log-level", "debug"}, d.args...)
-	d.cmd = exec.Command(Binary(t), args...)
+	if d.Netns != nil {
+		args = append([]string{"--net=" + d.Netns.Path(), "--", Binary(t)}, args...)
+		d.cmd = exec.Command("nsenter", args...)
+	} else {
+		d.cmd = exec.Command(Binary(t), args...)
+	}
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
 		t.Fatalf("start daemon: %v", err)

@@ -295,11 +295,19 @@ func (m *Manager) removeDevices(p *state.Pair) {
 		l.Stop()
 		delete(m.links, p.Unit)
 	}
+	// The two deletions run at once: most of each is the kernel waiting
+	// for RCU grace periods while unregistering, and those waits overlap.
+	var wg sync.WaitGroup
 	for _, e := range []state.End{p.A, p.B} {
-		if err := deleteTap(e.Netns, e.Index, e.Name); err != nil {
-			slog.Warn("deleting tap", "name", e.Name, "err", err)
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := deleteTap(e.Netns, e.Index, e.Name); err != nil {
+				slog.Warn("deleting tap", "name", e.Name, "err", err)
+			}
+		}()
 	}
+	wg.Wait()
 	delete(m.problems, p.Unit)
 }
 
