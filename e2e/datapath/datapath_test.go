@@ -421,3 +421,24 @@ func waitPair(t *testing.T, s *setup, ok func(*api.Pair) bool) {
 	p, _ := s.d.Client.GetPair(context.Background(), s.pair.B.Name)
 	t.Fatalf("pair never reached the expected state: %+v", p)
 }
+
+// TestEndDeletedByHandCutsTheCable: when one end's device is deleted under
+// the daemon, the pair stops forwarding and the other end loses its carrier.
+func TestEndDeletedByHandCutsTheCable(t *testing.T) {
+	s := newSetup(t)
+	harness.MustRun(t, s.na, "ip", "link", "del", "eth0")
+	waitPair(t, s, func(p *api.Pair) bool { return !p.Forwarding && p.Problem != "" })
+	for i := 0; ; i++ {
+		out := harness.MustRun(t, s.nb, "ip", "-o", "link", "show", s.pair.B.Name)
+		if strings.Contains(out, "NO-CARRIER") {
+			break
+		}
+		if i == 100 {
+			t.Fatalf("b end still has a carrier:\n%s", out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if out, err := s.d.Epair("pair", "del", s.pair.B.Name); err != nil {
+		t.Fatalf("del of a cut pair: %v\n%s", err, out)
+	}
+}

@@ -39,26 +39,34 @@ func Start(core *epair.Core, mtu int, a, b *tap.Device) *Link {
 	l.Pair.A.SetUp(true)
 	l.Pair.B.SetUp(true)
 	for _, q := range a.Queues {
-		l.startReader(q, l.Pair.A)
+		l.startReader(q, l.Pair.A, b)
 	}
 	for _, q := range b.Queues {
-		l.startReader(q, l.Pair.B)
+		l.startReader(q, l.Pair.B, a)
 	}
 	return l
 }
 
-func (l *Link) startReader(q *tap.Queue, end *epair.End) {
+func (l *Link) startReader(q *tap.Queue, end *epair.End, peer *tap.Device) {
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
-		read(q, end)
+		if !read(q, end) {
+			// This end's device is gone: the cable is cut, so the
+			// peer loses its carrier, as a real NIC would.
+			end.SetRunning(false)
+			if err := peer.SetCarrier(false); err != nil {
+				slog.Debug("peer carrier off", "peer", peer.Name, "err", err)
+			}
+		}
 	}()
 }
 
 // read is the transmit side of one TAP queue: every frame the kernel sends
 // out of the interface goes to the core. A frame buffer is taken from the
-// pool only when a frame is ready, so an idle pair holds none.
-func read(q *tap.Queue, end *epair.End) {
+// pool only when a frame is ready, so an idle pair holds none. It returns
+// false if the device failed, true if the queue was closed.
+func read(q *tap.Queue, end *epair.End) bool {
 	var f *epair.Frame
 	get := func() []byte {
 		f = epair.GetFrame()
@@ -74,13 +82,13 @@ func read(q *tap.Queue, end *epair.End) {
 			continue // larger than any frame a TAP may carry: skip it
 		}
 		if err != nil {
-			if !errors.Is(err, os.ErrClosed) {
-				// The device went away under us (its namespace
-				// was deleted, say): stop forwarding this end.
-				slog.Warn("tap read failed, end stops forwarding", "err", err)
-				end.SetRunning(false)
+			if errors.Is(err, os.ErrClosed) {
+				return true
 			}
-			return
+			// The device went away under us (its namespace was
+			// deleted, say): stop forwarding this end.
+			slog.Warn("tap read failed, end stops forwarding", "err", err)
+			return false
 		}
 		f.Data = f.Buf()[:n]
 		end.Transmit(f) // the core owns f now; drops are counted there
