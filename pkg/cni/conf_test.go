@@ -1,0 +1,89 @@
+package cni
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+)
+
+func code(err error) uint {
+	var te *types.Error
+	if errors.As(err, &te) {
+		return te.Code
+	}
+	return 0
+}
+
+func TestLoadConfDefaults(t *testing.T) {
+	c, err := loadConf([]byte(`{"cniVersion":"1.1.0","name":"n","type":"epair","ipam":{"type":"host-local"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Mode != ModeRouted || c.MTU != 1500 || c.Socket != "/run/epair/epair.sock" || c.Bridge != "" {
+		t.Fatalf("defaults: %+v", c)
+	}
+	c, err = loadConf([]byte(`{"cniVersion":"1.1.0","name":"n","type":"epair","mode":"bridge","ipam":{"type":"static"}}`))
+	if err != nil || c.Bridge != DefaultBridge {
+		t.Fatalf("bridge default: %+v %v", c, err)
+	}
+}
+
+func TestLoadConfRejects(t *testing.T) {
+	cases := []struct {
+		conf string
+		code uint
+		msg  string
+	}{
+		{`{bad`, types.ErrDecodingFailure, "cannot parse"},
+		{`{"name":"n","mtu":"big","ipam":{"type":"host-local"}}`, types.ErrDecodingFailure, "cannot parse"},
+		{`{"name":"n"}`, types.ErrInvalidNetworkConfig, "ipam.type is missing"},
+		{`{"name":"n","ipam":{"type":"../../bin/sh"}}`, types.ErrInvalidNetworkConfig, "not a plugin name"},
+		{`{"name":"n","mode":"weird","ipam":{"type":"host-local"}}`, types.ErrInvalidNetworkConfig, "mode"},
+		{`{"name":"n","mtu":10,"ipam":{"type":"host-local"}}`, types.ErrInvalidNetworkConfig, "out of range"},
+		{`{"name":"n","mtu":70000,"ipam":{"type":"host-local"}}`, types.ErrInvalidNetworkConfig, "out of range"},
+		{`{"name":"n","socket":"run/x.sock","ipam":{"type":"host-local"}}`, types.ErrInvalidNetworkConfig, "absolute"},
+		{`{"name":"n","socket":"/run/../x.sock","ipam":{"type":"host-local"}}`, types.ErrInvalidNetworkConfig, "clean"},
+		{`{"name":"n","mode":"bridge","bridge":"a/b","ipam":{"type":"host-local"}}`, types.ErrInvalidNetworkConfig, "bridge"},
+	}
+	for _, tc := range cases {
+		_, err := loadConf([]byte(tc.conf))
+		if code(err) != tc.code || !strings.Contains(err.Error(), tc.msg) {
+			t.Errorf("%s: got %v (code %d), want code %d mentioning %q", tc.conf, err, code(err), tc.code, tc.msg)
+		}
+	}
+}
+
+func TestCheckEnv(t *testing.T) {
+	for _, a := range []*skel.CmdArgs{
+		{IfName: "", Netns: "/proc/self/ns/net"},
+		{IfName: "eth0/1", Netns: "/proc/self/ns/net"},
+		{IfName: "averyveryverylongname", Netns: "/proc/self/ns/net"},
+		{IfName: "eth0", Netns: ""},
+		{IfName: "eth0", Netns: "/etc/hostname"},
+		{IfName: "eth0", Netns: "/nonexistent/netns"},
+	} {
+		if err := checkEnv(a, true); code(err) != types.ErrInvalidEnvironmentVariables {
+			t.Errorf("%+v: got %v, want code 4", a, err)
+		}
+	}
+	if err := checkEnv(&skel.CmdArgs{IfName: "eth0", Netns: "/proc/self/ns/net"}, true); err != nil {
+		t.Errorf("a valid environment was refused: %v", err)
+	}
+}
+
+func TestMACFromRuntimeConfigOrArgs(t *testing.T) {
+	c, _ := loadConf([]byte(`{"name":"n","ipam":{"type":"host-local"},"runtimeConfig":{"mac":"02:00:00:00:00:01"}}`))
+	if m, err := macFor(c, &skel.CmdArgs{Args: "MAC=02:00:00:00:00:02"}); err != nil || m != "02:00:00:00:00:01" {
+		t.Fatalf("runtimeConfig mac must win: %q %v", m, err)
+	}
+	c, _ = loadConf([]byte(`{"name":"n","ipam":{"type":"host-local"}}`))
+	if m, err := macFor(c, &skel.CmdArgs{Args: "IgnoreUnknown=1;K8S_POD_NAME=x;MAC=02:00:00:00:00:02"}); err != nil || m != "02:00:00:00:00:02" {
+		t.Fatalf("CNI_ARGS MAC: %q %v", m, err)
+	}
+	if _, err := macFor(c, &skel.CmdArgs{Args: "FOO=1"}); code(err) != types.ErrInvalidEnvironmentVariables {
+		t.Fatalf("unknown CNI_ARGS key without IgnoreUnknown: %v", err)
+	}
+}
