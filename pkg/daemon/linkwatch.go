@@ -84,7 +84,13 @@ func subscribe(path string) (*nsWatch, error) {
 	w := &nsWatch{ends: map[int]*epair.End{}, done: make(chan struct{})}
 	ch := make(chan netlink.LinkUpdate, 16)
 	opts := netlink.LinkSubscribeOptions{
-		ErrorCallback: func(err error) { slog.Warn("link updates", "netns", nsName(path), "err", err) },
+		ErrorCallback: func(err error) {
+			select {
+			case <-w.done: // closing the socket fails the pending read
+			default:
+				slog.Warn("link updates", "netns", nsName(path), "err", err)
+			}
+		},
 	}
 	if path != "" {
 		h, err := netns.GetFromPath(path)
