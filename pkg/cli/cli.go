@@ -14,10 +14,12 @@ import (
 	"os/signal"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/epair-cni/epair/pkg/api"
 	"github.com/epair-cni/epair/pkg/client"
 	"github.com/epair-cni/epair/pkg/daemon"
+	"github.com/epair-cni/epair/pkg/datapath"
 	"github.com/epair-cni/epair/pkg/epair"
 )
 
@@ -105,12 +107,17 @@ func runDaemon(args []string) error {
 	qlen := fs.Int("queue-len", epair.DefaultQueueLen, "bound of each receive queue (if_epair RXRSIZE)")
 	policy := fs.String("dispatch", "direct", "dispatch policy: direct or deferred")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	peerPoll := fs.Bool("peer-poll", true, "after writing into a TAP, read its answer at once")
+	busyPoll := fs.Duration("busy-poll", 0, "keep polling a queue this long after its last frame (0: sleep at once)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	pol, err := epair.ParsePolicy(*policy)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if *busyPoll < 0 || *busyPoll > time.Second {
+		return fmt.Errorf("%w: --busy-poll must be between 0 and 1s", errUsage)
 	}
 	if *queues < 1 || *queues > daemon.MaxQueues || *qlen < 1 {
 		return fmt.Errorf("%w: --queues must be 1..%d and --queue-len at least 1", errUsage, daemon.MaxQueues)
@@ -124,7 +131,8 @@ func runDaemon(args []string) error {
 	defer stop()
 	return daemon.Run(ctx, daemon.Options{
 		Socket: *sock, StateDir: *stateDir,
-		Core: epair.Config{Queues: *queues, QueueLen: *qlen, Policy: pol},
+		Core:     epair.Config{Queues: *queues, QueueLen: *qlen, Policy: pol},
+		Datapath: datapath.Options{PeerPoll: *peerPoll, BusyPoll: *busyPoll},
 	})
 }
 

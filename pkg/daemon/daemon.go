@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/epair-cni/epair/pkg/api"
+	"github.com/epair-cni/epair/pkg/datapath"
 	"github.com/epair-cni/epair/pkg/epair"
 	"github.com/epair-cni/epair/pkg/state"
 )
@@ -18,6 +19,7 @@ type Options struct {
 	Socket   string
 	StateDir string
 	Core     epair.Config
+	Datapath datapath.Options
 }
 
 // Daemon is a running node agent.
@@ -44,7 +46,7 @@ func Run(ctx context.Context, opts Options) error {
 	defer store.Close()
 	core := epair.New(opts.Core)
 	defer core.Close()
-	m, err := NewManager(store, core, epair.HostID())
+	m, err := NewManager(store, core, epair.HostID(), opts.Datapath)
 	if err != nil {
 		return fmt.Errorf("load state: %w", err)
 	}
@@ -60,7 +62,8 @@ func Run(ctx context.Context, opts Options) error {
 	go func() { errc <- srv.Serve(l) }()
 	cfg := core.Config()
 	slog.Info("epair daemon ready", "socket", opts.Socket, "state", opts.StateDir,
-		"pairs", m.Len(), "queues", cfg.Queues, "policy", cfg.Policy.String())
+		"pairs", m.Len(), "queues", cfg.Queues, "policy", cfg.Policy.String(),
+		"peer_poll", opts.Datapath.PeerPoll, "busy_poll", opts.Datapath.BusyPoll)
 	select {
 	case <-ctx.Done():
 	case err := <-errc:

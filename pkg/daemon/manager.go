@@ -39,10 +39,11 @@ type Manager struct {
 	hostID   uint64
 	queues   int
 	watch    *linkWatch
+	dp       datapath.Options
 }
 
 // NewManager loads the state and re-attaches to every pair in it.
-func NewManager(store *state.Store, core *epair.Core, hostID uint64) (*Manager, error) {
+func NewManager(store *state.Store, core *epair.Core, hostID uint64, dp datapath.Options) (*Manager, error) {
 	st, err := store.Load()
 	if err != nil {
 		return nil, err
@@ -53,6 +54,7 @@ func NewManager(store *state.Store, core *epair.Core, hostID uint64) (*Manager, 
 		links:    map[int]*datapath.Link{},
 		problems: map[int]string{},
 		watch:    newLinkWatch(),
+		dp:       dp,
 	}
 	m.restore()
 	return m, nil
@@ -95,7 +97,7 @@ func (m *Manager) attach(p *state.Pair) (*datapath.Link, error) {
 		b.Close()
 		return nil, err
 	}
-	return datapath.Start(m.core, p.MTU, a, b), nil
+	return datapath.Start(m.core, p.MTU, a, b, m.dp), nil
 }
 
 func attachEnd(e *state.End, queues int) (*tap.Device, error) {
@@ -255,7 +257,7 @@ func (m *Manager) build(p *state.Pair) (*datapath.Link, error) {
 		b.Destroy()
 		return nil, err
 	}
-	return datapath.Start(m.core, p.MTU, a, b), nil
+	return datapath.Start(m.core, p.MTU, a, b, m.dp), nil
 }
 
 func createEnd(e *state.End, queues, mtu int) (*tap.Device, error) {

@@ -8,92 +8,187 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/epair-cni/epair/pkg/epair"
 	"github.com/epair-cni/epair/pkg/tap"
 )
 
+// Options tune the datapath.
+type Options struct {
+	// PeerPoll makes the sink that just wrote a batch into a TAP read that
+	// same TAP once without waiting: the kernel answers many frames (ARP,
+	// ICMP, TCP ACKs) inside the write, so the answer crosses without a
+	// reader wake-up.
+	PeerPoll bool
+	// BusyPoll keeps a reader polling its queue this long after its last
+	// frame before it sleeps; 0 sleeps at once. It trades CPU while traffic
+	// flows for fewer wake-ups; an idle pair never polls.
+	BusyPoll time.Duration
+}
+
 // Link is a running pair: the core's Pair between two TAPs.
 type Link struct {
-	Pair *epair.Pair
-	A, B *tap.Device
-	wg   sync.WaitGroup
-	once sync.Once
+	Pair   *epair.Pair
+	A, B   *tap.Device
+	wg     sync.WaitGroup
+	once   sync.Once
+	aPorts []*port
+	bPorts []*port
+}
+
+// port is one TAP queue of one end. Its mutex is held while frames are read
+// and transmitted, by the queue's reader or by a peer poll, so the frames of
+// a queue enter the core in the order the kernel queued them.
+type port struct {
+	q    *tap.Queue
+	end  *epair.End
+	busy time.Duration
+	// mu is held while reading and transmitting; it also keeps Stop from
+	// closing the descriptor under a read (stopped is set under it).
+	mu      sync.Mutex
+	stopped bool
+}
+
+// drain reads and transmits until the queue is empty. The caller holds mu.
+// A frame buffer is taken from the pool for each read and given back if
+// the queue turns out empty.
+func (p *port) drain() (int, error) {
+	if p.stopped {
+		return 0, os.ErrClosed
+	}
+	for n := 0; ; {
+		f := epair.GetFrame()
+		size, err := p.q.TryRead(f.Buf())
+		if err != nil || size == 0 {
+			f.Release()
+			if errors.Is(err, tap.ErrTruncated) {
+				continue // larger than any frame a TAP may carry
+			}
+			return n, err
+		}
+		f.Data = f.Buf()[:size]
+		p.end.Transmit(f) // the core owns the frame now
+		n++
+	}
+}
+
+// poll drains the queue if nobody else is reading it right now.
+func (p *port) poll() {
+	if p.mu.TryLock() {
+		p.drain()
+		p.mu.Unlock()
+	}
+}
+
+// stop makes every later drain fail with os.ErrClosed.
+func (p *port) stop() {
+	p.mu.Lock()
+	p.stopped = true
+	p.mu.Unlock()
 }
 
 // tapSink writes delivered frames into a TAP: the kernel then receives them
 // on that interface. Queue q of the core maps to TAP queue q, so a flow keeps
 // one queue end to end.
-type tapSink struct{ dev *tap.Device }
+type tapSink struct {
+	dev   *tap.Device
+	ports *[]*port // nil without peer poll
+}
 
-func (s tapSink) Deliver(q int, data []byte) error {
+func (s *tapSink) Deliver(q int, data []byte) error {
 	qs := s.dev.Queues
 	_, err := qs[q%len(qs)].WriteFrame(data)
 	return err
 }
 
+// Flushed polls the TAP just written to (see Options.PeerPoll).
+func (s *tapSink) Flushed(q int) {
+	if s.ports != nil {
+		ps := *s.ports
+		ps[q%len(ps)].poll()
+	}
+}
+
 // Start joins a and b through core and starts forwarding. Both ends start
 // up and running: the caller has brought both links up.
-func Start(core *epair.Core, mtu int, a, b *tap.Device) *Link {
-	l := &Link{A: a, B: b, Pair: core.NewPair(mtu, tapSink{a}, tapSink{b})}
+func Start(core *epair.Core, mtu int, a, b *tap.Device, opts Options) *Link {
+	l := &Link{A: a, B: b}
+	sa, sb := &tapSink{dev: a}, &tapSink{dev: b}
+	if opts.PeerPoll {
+		sa.ports, sb.ports = &l.aPorts, &l.bPorts
+	}
+	l.Pair = core.NewPair(mtu, sa, sb)
 	l.Pair.A.SetUp(true)
 	l.Pair.B.SetUp(true)
 	for _, q := range a.Queues {
-		l.startReader(q, l.Pair.A, b)
+		l.aPorts = append(l.aPorts, &port{q: q, end: l.Pair.A, busy: opts.BusyPoll})
 	}
 	for _, q := range b.Queues {
-		l.startReader(q, l.Pair.B, a)
+		l.bPorts = append(l.bPorts, &port{q: q, end: l.Pair.B, busy: opts.BusyPoll})
+	}
+	for _, p := range l.aPorts {
+		l.startReader(p, b)
+	}
+	for _, p := range l.bPorts {
+		l.startReader(p, a)
 	}
 	return l
 }
 
-func (l *Link) startReader(q *tap.Queue, end *epair.End, peer *tap.Device) {
+func (l *Link) startReader(p *port, peer *tap.Device) {
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
-		if !read(q, end) {
-			// This end's device is gone: the cable is cut, so the
-			// peer loses its carrier, as a real NIC would.
-			end.SetRunning(false)
-			if err := peer.SetCarrier(false); err != nil {
-				slog.Debug("peer carrier off", "peer", peer.Name, "err", err)
-			}
+		err := p.read()
+		if errors.Is(err, os.ErrClosed) {
+			return
+		}
+		// The device went away under us (deleted by hand, say): the
+		// cable is cut, so this end stops and the peer loses its
+		// carrier, as a real NIC would.
+		slog.Warn("tap read failed, end stops forwarding", "err", err)
+		p.end.SetRunning(false)
+		if err := peer.SetCarrier(false); err != nil {
+			slog.Debug("peer carrier off", "peer", peer.Name, "err", err)
 		}
 	}()
 }
 
 // read is the transmit side of one TAP queue: every frame the kernel sends
-// out of the interface goes to the core. A frame buffer is taken from the
-// pool only when a frame is ready, so an idle pair holds none. It returns
-// false if the device failed, true if the queue was closed.
-func read(q *tap.Queue, end *epair.End) bool {
-	var f *epair.Frame
-	get := func() []byte {
-		f = epair.GetFrame()
-		return f.Buf()
-	}
-	put := func([]byte) {
-		f.Release()
-		f = nil
-	}
+// out of the interface goes to the core. It sleeps in the poller without a
+// buffer, so an idle pair holds none and costs no CPU.
+func (p *port) read() error {
 	for {
-		_, n, err := q.ReadFrame(get, put)
-		if errors.Is(err, tap.ErrTruncated) {
-			continue // larger than any frame a TAP may carry: skip it
+		if err := p.q.Wait(); err != nil {
+			return err
 		}
+		p.mu.Lock()
+		err := p.drainAndSpin()
+		p.mu.Unlock()
 		if err != nil {
-			if errors.Is(err, os.ErrClosed) {
-				return true
-			}
-			// The device went away under us (its namespace was
-			// deleted, say): stop forwarding this end.
-			slog.Warn("tap read failed, end stops forwarding", "err", err)
-			return false
+			return err
 		}
-		f.Data = f.Buf()[:n]
-		end.Transmit(f) // the core owns f now; drops are counted there
-		f = nil
 	}
+}
+
+// drainAndSpin drains the queue, then with busy polling keeps draining until
+// BusyPoll has passed without a frame.
+func (p *port) drainAndSpin() error {
+	if _, err := p.drain(); err != nil || p.busy <= 0 {
+		return err
+	}
+	deadline := time.Now().Add(p.busy)
+	for time.Now().Before(deadline) {
+		n, err := p.drain()
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			deadline = time.Now().Add(p.busy)
+		}
+	}
+	return nil
 }
 
 // Stop stops forwarding: both ends stop running, queued frames are dropped,
@@ -102,6 +197,9 @@ func read(q *tap.Queue, end *epair.End) bool {
 func (l *Link) Stop() {
 	l.once.Do(func() {
 		l.Pair.Close()
+		for _, p := range append(l.aPorts, l.bPorts...) {
+			p.stop()
+		}
 		l.A.Close()
 		l.B.Close()
 		l.wg.Wait()

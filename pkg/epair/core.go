@@ -76,6 +76,13 @@ type Sink interface {
 	Deliver(queue int, data []byte) error
 }
 
+// Flusher is a Sink that wants to know when a flush has delivered its
+// batch: the datapath uses it to look at once for the answer the kernel may
+// already have queued on the receiving TAP.
+type Flusher interface {
+	Flushed(queue int)
+}
+
 // Core owns the workers shared by every pair, one per queue id, so that idle
 // pairs cost nothing and the cost does not grow with the number of pairs.
 type Core struct {
@@ -126,6 +133,7 @@ type End struct {
 	core   *Core
 	peer   *End
 	sink   Sink
+	after  Flusher // sink as a Flusher, or nil
 	mtu    atomic.Int32
 	up     atomic.Bool
 	run    atomic.Bool
@@ -144,6 +152,7 @@ func (c *Core) NewPair(mtu int, a, b Sink) *Pair {
 
 func (c *Core) newEnd(mtu int, s Sink) *End {
 	e := &End{core: c, sink: s, queues: make([]queue, c.cfg.Queues)}
+	e.after, _ = s.(Flusher)
 	for i := range e.queues {
 		e.queues[i] = queue{id: i, end: e, limit: c.cfg.QueueLen}
 	}

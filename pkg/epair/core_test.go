@@ -549,3 +549,26 @@ func BenchmarkTransmitFlush(b *testing.B) {
 		})
 	}
 }
+
+// flushCounter is a Sink that counts deliveries and flushes.
+type flushCounter struct {
+	delivered, flushed atomic.Int64
+}
+
+func (f *flushCounter) Deliver(int, []byte) error { f.delivered.Add(1); return nil }
+func (f *flushCounter) Flushed(int)               { f.flushed.Add(1) }
+
+func TestFlusherHearsOncePerFlush(t *testing.T) {
+	c := New(Config{Policy: Direct})
+	defer c.Close()
+	fc := &flushCounter{}
+	p := c.NewPair(1500, nopSink{}, fc)
+	p.A.SetUp(true)
+	p.B.SetUp(true)
+	for i := 0; i < 3; i++ {
+		p.A.Transmit(udpFrame(64, uint16(i), false))
+	}
+	if d, f := fc.delivered.Load(), fc.flushed.Load(); d != 3 || f != 3 {
+		t.Fatalf("delivered %d flushed %d, want 3 and 3 (one flush per frame when each finds the queue idle)", d, f)
+	}
+}

@@ -42,6 +42,9 @@ func (q *queue) flush() {
 		f.Release()
 		batch[i] = nil
 	}
+	if e.after != nil {
+		e.after.Flushed(q.id)
+	}
 
 	q.mu.Lock()
 	if q.spare == nil {

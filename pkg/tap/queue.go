@@ -107,6 +107,40 @@ func (q *Queue) ReadFrame(get func() []byte, put func([]byte)) (buf []byte, n in
 	return buf, n, nil
 }
 
+// Wait parks until the queue is readable; it reads nothing. The runtime
+// forgets earlier readiness each time a raw read starts, so Wait asks the
+// kernel first (poll with a zero timeout) and only parks when nothing is
+// queued; a frame that arrives after that check still wakes it. After Close
+// the error wraps os.ErrClosed.
+func (q *Queue) Wait() error {
+	err := q.rc.Read(func(fd uintptr) bool {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(pfd, 0)
+		return err != nil || n > 0
+	})
+	if err != nil {
+		return fmt.Errorf("tap: wait: %w", q.pollErr(err))
+	}
+	return nil
+}
+
+// TryRead reads one frame into buf if one is there, without waiting: it
+// returns 0 and no error when the queue is empty. It does not take the
+// runtime's lock on the descriptor, which a goroutine parked in Wait holds;
+// the caller must make sure Close cannot run during the call.
+func (q *Queue) TryRead(buf []byte) (int, error) {
+	n, err := readRetry(q.fd, buf)
+	switch {
+	case err == unix.EAGAIN:
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("tap: read: %w", q.pollErr(err))
+	case n == len(buf) && n < MaxFrameLen:
+		return 0, fmt.Errorf("%w: frame fills the %d-byte buffer", ErrTruncated, n)
+	}
+	return n, nil
+}
+
 // WriteFrame writes one frame, virtio-net header (VnetHdrLen bytes) first,
 // and returns the number of bytes written, which is all of b or nothing.
 // If the kernel has no room it waits for the queue to become writable.
