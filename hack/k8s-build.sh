@@ -38,7 +38,8 @@ for b in "${bins[@]}"; do
 	go get "k8s.io/kubernetes/cmd/$b@$K8S_VERSION" >&2
 done
 ld="-X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
-ld="$ld -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${staging#v0.}"
+minor=$(echo "$K8S_VERSION" | cut -d. -f2)
+ld="$ld -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
 for b in "${bins[@]}"; do
 	echo "k8s-build: $b" >&2
 	CGO_ENABLED=0 go build -trimpath -ldflags "$ld" -o "$cache/bin/$b" "k8s.io/kubernetes/cmd/$b" >&2
