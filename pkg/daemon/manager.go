@@ -67,7 +67,7 @@ func (m *Manager) restore() {
 	for unit, p := range m.st.Pairs {
 		if p.Phase != state.Ready {
 			slog.Info("finishing interrupted change", "unit", unit, "phase", p.Phase)
-			m.removeDevices(p)
+			removeDevices(p, nil, true)
 			delete(m.st.Pairs, unit)
 			continue
 		}
@@ -131,6 +131,43 @@ func (m *Manager) Create(req *api.CreateRequest) (*api.Pair, error) {
 	if err := m.validate(req); err != nil {
 		return nil, err
 	}
+	p, err := m.reserve(req)
+	if err != nil {
+		return nil, err
+	}
+	// The devices are made without the lock, so that creates and deletes
+	// of other pairs overlap with this one's kernel work. They are built
+	// on a copy: the state being saved meanwhile must not change under
+	// the encoder.
+	work := *p
+	link, err := m.build(&work)
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err == nil {
+		work.Phase = state.Ready
+		*p = work
+		if err = m.store.Save(m.st); err != nil {
+			link.Stop()
+		}
+	}
+	if err != nil {
+		removeDevices(&work, nil, false)
+		delete(m.st.Pairs, p.Unit)
+		if serr := m.store.Save(m.st); serr != nil {
+			slog.Error("saving state after failed create", "err", serr)
+		}
+		return nil, err
+	}
+	m.links[p.Unit] = link
+	m.follow(p, link)
+	slog.Info("pair created", "unit", p.Unit, "a", p.A.Name, "b", p.B.Name)
+	return m.describe(p), nil
+}
+
+// reserve plans the pair and writes it, in the Creating phase, to the
+// state: its unit and names are taken from then on.
+func (m *Manager) reserve(req *api.CreateRequest) (*state.Pair, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	p, err := m.plan(req)
@@ -142,25 +179,7 @@ func (m *Manager) Create(req *api.CreateRequest) (*api.Pair, error) {
 		delete(m.st.Pairs, p.Unit)
 		return nil, err
 	}
-	link, err := m.build(p)
-	if err == nil {
-		p.Phase = state.Ready
-		if err = m.store.Save(m.st); err != nil {
-			link.Stop()
-		}
-	}
-	if err != nil {
-		m.removeDevices(p)
-		delete(m.st.Pairs, p.Unit)
-		if serr := m.store.Save(m.st); serr != nil {
-			slog.Error("saving state after failed create", "err", serr)
-		}
-		return nil, err
-	}
-	m.links[p.Unit] = link
-	m.follow(p, link)
-	slog.Info("pair created", "unit", p.Unit, "a", p.A.Name, "b", p.B.Name)
-	return m.describe(p), nil
+	return p, nil
 }
 
 func (m *Manager) validate(r *api.CreateRequest) error {
@@ -289,47 +308,68 @@ func (m *Manager) follow(p *state.Pair, l *datapath.Link) {
 	}
 }
 
-// removeDevices stops forwarding and deletes both TAPs if they still exist.
-func (m *Manager) removeDevices(p *state.Pair) {
-	if l := m.links[p.Unit]; l != nil {
-		m.watch.remove(p.A.Netns, p.A.Index)
-		m.watch.remove(p.B.Netns, p.B.Index)
-		l.Stop()
-		delete(m.links, p.Unit)
+// removeDevices stops forwarding (if link is not nil) and deletes both TAPs
+// if they still exist. An end with no ifindex yet is looked up by name only
+// when byName: after a crash in the middle of a create, where the name was
+// reserved for us; never after a failed create, where the name may belong
+// to whatever made the create fail. It touches no Manager state, so it runs
+// unlocked.
+func removeDevices(p *state.Pair, link *datapath.Link, byName bool) {
+	if link != nil {
+		link.Stop()
 	}
-	// The two deletions run at once: most of each is the kernel waiting
-	// for RCU grace periods while unregistering, and those waits overlap.
-	var wg sync.WaitGroup
 	for _, e := range []state.End{p.A, p.B} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := deleteTap(e.Netns, e.Index, e.Name); err != nil {
-				slog.Warn("deleting tap", "name", e.Name, "err", err)
-			}
-		}()
+		if e.Index == 0 && !byName {
+			continue
+		}
+		if err := deleteTap(e.Netns, e.Index, e.Name); err != nil {
+			slog.Warn("deleting tap", "name", e.Name, "err", err)
+		}
 	}
-	wg.Wait()
-	delete(m.problems, p.Unit)
 }
 
 // Delete removes a pair: stop forwarding, drain, delete both TAPs, free the
-// unit (epair_clone_destroy).
+// unit (epair_clone_destroy). The kernel work runs without the lock, so
+// deletions of several pairs overlap.
 func (m *Manager) Delete(id string) error {
+	p, link, err := m.startDelete(id)
+	if err != nil {
+		return err
+	}
+	removeDevices(p, link, true)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.st.Pairs, p.Unit)
+	delete(m.problems, p.Unit)
+	slog.Info("pair deleted", "unit", p.Unit)
+	return m.store.Save(m.st)
+}
+
+// startDelete marks the pair Deleting (on disk too) and takes its link.
+func (m *Manager) startDelete(id string) (*state.Pair, *datapath.Link, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	p, err := m.find(id)
 	if err != nil {
-		return err
+		return nil, nil, err
+	}
+	switch p.Phase {
+	case state.Creating:
+		return nil, nil, fmt.Errorf("%w: pair %d is being created; try again", errBusy, p.Unit)
+	case state.Deleting:
+		return nil, nil, fmt.Errorf("%w: pair %d is already being deleted", errNotFound, p.Unit)
 	}
 	p.Phase = state.Deleting
 	if err := m.store.Save(m.st); err != nil {
-		return err
+		p.Phase = state.Ready
+		return nil, nil, err
 	}
-	m.removeDevices(p)
-	delete(m.st.Pairs, p.Unit)
-	slog.Info("pair deleted", "unit", p.Unit)
-	return m.store.Save(m.st)
+	link := m.links[p.Unit]
+	delete(m.links, p.Unit)
+	m.watch.remove(p.A.Netns, p.A.Index)
+	m.watch.remove(p.B.Netns, p.B.Index)
+	snapshot := *p
+	return &snapshot, link, nil
 }
 
 // Get describes one pair.
@@ -349,6 +389,9 @@ func (m *Manager) List() []api.Pair {
 	defer m.mu.Unlock()
 	out := make([]api.Pair, 0, len(m.st.Pairs))
 	for _, p := range m.st.Pairs {
+		if p.Phase != state.Ready {
+			continue // half made or half gone: not an attachment yet, or any more
+		}
 		out = append(out, *m.describe(p))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Unit < out[j].Unit })
@@ -434,7 +477,10 @@ func (m *Manager) describe(p *state.Pair) *api.Pair {
 	return out
 }
 
-var errExists = errors.New("name in use")
+var (
+	errExists = errors.New("name in use")
+	errBusy   = errors.New("busy")
+)
 
 func parseMAC(s string) (net.HardwareAddr, error) {
 	hw, err := net.ParseMAC(s)

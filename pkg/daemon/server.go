@@ -135,7 +135,7 @@ func answer(w http.ResponseWriter, v any, err error) {
 		reply(w, http.StatusOK, v)
 	case errors.Is(err, errNotFound):
 		reply(w, http.StatusNotFound, api.Error{Error: err.Error()})
-	case errors.Is(err, errExists), errors.Is(err, unix.EEXIST):
+	case errors.Is(err, errExists), errors.Is(err, unix.EEXIST), errors.Is(err, errBusy):
 		reply(w, http.StatusConflict, api.Error{Error: err.Error()})
 	case errors.Is(err, errInvalid), errors.Is(err, unix.ENOSPC):
 		reply(w, http.StatusBadRequest, api.Error{Error: err.Error()})
