@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/epair-cni/epair/pkg/epair"
@@ -48,6 +49,11 @@ type port struct {
 	// closing the descriptor under a read (stopped is set under it).
 	mu      sync.Mutex
 	stopped bool
+	// want is set when a batch was just written into this queue's TAP:
+	// the kernel may have answered. peers are the other end's ports,
+	// looked at once this port's reader has emptied its own queue.
+	want  atomic.Bool
+	peers []*port
 }
 
 // drain reads and transmits until the queue is empty. The caller holds mu.
@@ -65,11 +71,25 @@ func (p *port) drain() (int, error) {
 			if errors.Is(err, tap.ErrTruncated) {
 				continue // larger than any frame a TAP may carry
 			}
+			if err == nil {
+				p.pollPeers()
+			}
 			return n, err
 		}
 		f.Data = f.Buf()[:size]
 		p.end.Transmit(f) // the core owns the frame now
 		n++
+	}
+}
+
+// pollPeers reads the answers waiting on the TAPs this port's frames were
+// just written into, once per burst rather than once per frame: a read that
+// finds nothing costs a syscall, which a stream of small frames feels.
+func (p *port) pollPeers() {
+	for _, o := range p.peers {
+		if o.want.Swap(false) {
+			o.poll()
+		}
 	}
 }
 
@@ -102,11 +122,13 @@ func (s *tapSink) Deliver(q int, data []byte) error {
 	return err
 }
 
-// Flushed polls the TAP just written to (see Options.PeerPoll).
+// Flushed marks the TAP just written to for a peer poll (see
+// Options.PeerPoll), which the reader that sent the batch does once its own
+// queue is empty.
 func (s *tapSink) Flushed(q int) {
 	if s.ports != nil {
 		ps := *s.ports
-		ps[q%len(ps)].poll()
+		ps[q%len(ps)].want.Store(true)
 	}
 }
 
@@ -126,6 +148,12 @@ func Start(core *epair.Core, mtu int, a, b *tap.Device, opts Options) *Link {
 	}
 	for _, q := range b.Queues {
 		l.bPorts = append(l.bPorts, &port{q: q, end: l.Pair.B, busy: opts.BusyPoll})
+	}
+	for _, p := range l.aPorts {
+		p.peers = l.bPorts
+	}
+	for _, p := range l.bPorts {
+		p.peers = l.aPorts
 	}
 	for _, p := range l.aPorts {
 		l.startReader(p, b)
