@@ -15,27 +15,21 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-EPAIR=${EPAIR_BIN:-$ROOT/bin/epair}
-CNI_PLUGINS=${EPAIR_CNI_PLUGINS:-$ROOT/bin/cni}
-CRICTL_VERSION=v1.34.0 # builds with Go 1.26; talks CRI v1 to containerd 1.6
-TOOLS=${EPAIR_E2E_TOOLS:-$ROOT/bin/tools}
+SUITE=e2e-containerd
+# shellcheck source=e2e/lib.sh
+. "$ROOT/e2e/lib.sh" # EPAIR, CNI_PLUGINS, TOOLS, the images; log, check, cri, cleanup pieces
+CRI_TIMEOUT=120
 CHURN=${EPAIR_E2E_CHURN:-20}
 APT_PKGS=(containerd runc iperf3 busybox-static iproute2 util-linux jq)
 
 NET=epair-e2e # CNI network names: $NET (epair) and $NET-bridge
 EPAIR_SUBNET=10.213.7.0/24 EPAIR_GW=10.213.7.1
 BRIDGE_SUBNET=10.213.8.0/24
-PAUSE_IMAGE=localhost/epair-e2e/pause:v1
-TEST_IMAGE=localhost/epair-e2e/busybox:v1
 NS=epair-ctrd-$$
 NSPATH=/var/run/netns/$NS
 CGPARENT=/epair-e2e-$$
 
-START=$(date +%s%N)
-T='' CTRD_PID='' RUN_CONTAINERD_EXISTED=1 DAEMON_PID='' LOGS_SHOWN='' FAILED_CHECK=''
-
-log() { printf '[%6.1fs] %s\n' "$(( ($(date +%s%N) - START) / 1000000 ))e-3" "$*"; }
-die() { echo "e2e-containerd: $*" >&2; exit 1; }
+CTRD_PID='' DAEMON_PID=''
 
 [ "$(id -u)" -eq 0 ] || die "run as root (containerd, namespaces, TAPs)"
 [ -x "$EPAIR" ] || die "$EPAIR missing: run make build"
@@ -55,26 +49,6 @@ show_logs() {
 	echo "----- end of logs -----"
 }
 
-# check NAME CMD...: runs CMD, prints "ok NAME", or its output, the logs and
-# "FAILED check NAME" and exits non-zero.
-check() {
-	local name=$1 out rc=0
-	shift
-	out=$("$@" 2>&1) || rc=$?
-	if [ $rc -eq 0 ]; then
-		log "ok   $name"
-		return 0
-	fi
-	FAILED_CHECK=$name
-	log "FAIL $name (exit $rc)"
-	printf '%s\n' "$out" | sed 's/^/    | /'
-	show_logs
-	exit 1
-}
-
-cri() { timeout --foreground 120 nsenter --net="$NSPATH" "$TOOLS/crictl-$CRICTL_VERSION/crictl" --config "$T/crictl.yaml" "$@"; }
-ctr_() { timeout --foreground 120 ctr --address "$T/containerd.sock" -n k8s.io "$@"; }
-ep() { "$EPAIR" "$@" --socket "$T/epair.sock"; }
 # A RunPodSandbox started (by containerd's log) that has not returned yet.
 runp_in_flight() {
 	local all fin
@@ -82,9 +56,6 @@ runp_in_flight() {
 	fin=$(grep 'msg="RunPodSandbox for &' "$T/containerd.log" | grep -cE 'returns sandbox id|failed, error')
 	[ $((all - fin)) -gt "$fin" ]
 }
-# has ERE: stdin matches; reads all of it first (grep -q would quit early
-# and, with pipefail, a writer killed by SIGPIPE would fail the pipeline).
-has() { local in; in=$(cat); grep -qE -- "$1" <<<"$in"; }
 ms() { echo $(( $(date +%s%N) / 1000000 )); }
 median() { sort -n | awk '{a[NR]=$1} END {if (NR == 0) print "n/a"; else if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
@@ -92,103 +63,37 @@ cleanup() {
 	local rc=$?
 	set +e
 	trap - ERR
-	if [ $rc -ne 0 ]; then
-		if [ $rc -eq 130 ]; then
-			echo "e2e-containerd: interrupted" >&2
-		elif [ -z "$FAILED_CHECK" ]; then
-			echo "e2e-containerd: failed (exit $rc) outside a check" >&2
-		fi
-		[ $rc -eq 130 ] || show_logs
-	fi
+	cleanup_begin $rc
 	[ -n "$T" ] || exit $rc
 	log "cleanup"
 	if [ -n "$CTRD_PID" ] && kill -0 "$CTRD_PID" 2>/dev/null; then
 		# A RunPodSandbox cut short (Ctrl-C) goes on in containerd, which undoes
 		# it itself (CNI DEL, netns, shim): let it finish first.
 		for _ in $(seq 200); do runp_in_flight || break; sleep 0.1; done
-		for _ in 1 2 3; do
-			local pods
-			pods=$(cri pods -q 2>/dev/null)
-			[ -n "$pods" ] || break
-			for p in $pods; do
-				cri inspectp -o json "$p" 2>/dev/null | jq -r '.info.runtimeSpec.linux.namespaces[]? | select(.type == "network") | .path' >>"$T/netns-paths"
-				cri stopp "$p" >/dev/null 2>&1
-				cri rmp -f "$p" >/dev/null 2>&1
-			done
-		done
-		kill -TERM "$CTRD_PID" 2>/dev/null
-		for _ in $(seq 100); do kill -0 "$CTRD_PID" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$CTRD_PID" 2>/dev/null
-		wait "$CTRD_PID" 2>/dev/null
+		remove_cri_pods
+		stop_pid "$CTRD_PID"
 	fi
-	# Shims of this containerd (identified by its socket) and anything left in
-	# the pods' cgroups: only processes this run started.
-	local pid
-	for d in /proc/[0-9]*; do
-		[ -r "$d/cmdline" ] || continue
-		if tr '\0' ' ' <"$d/cmdline" 2>/dev/null | has "^/usr/bin/containerd-shim-runc-v2 .*-address $T/containerd.sock"; then
-			pid=${d#/proc/}
-			echo "cleanup: killing leftover shim $pid" >&2
-			kill -KILL "$pid" 2>/dev/null
-			tr '\0' '\n' <"$d/cmdline" | sed -n '/^-id$/{n;p}' >>"$T/pod-ids"
-		fi
-	done
-	for f in $(find /sys/fs/cgroup/pids"$CGPARENT" -name cgroup.procs 2>/dev/null); do
-		for pid in $(cat "$f"); do kill -KILL "$pid" 2>/dev/null; done
-	done
+	kill_leftover_shims
+	kill_cgroup_procs "$CGPARENT"
 	if [ -n "$DAEMON_PID" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
-		ep pair list 2>/dev/null | jq -r '.[].a.netns // empty' >>"$T/netns-paths"
-		for u in $(ep pair list 2>/dev/null | jq -r '.[].unit' 2>/dev/null); do ep pair del "$u" >/dev/null 2>&1; done
-		kill -TERM "$DAEMON_PID" 2>/dev/null
-		for _ in $(seq 100); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$DAEMON_PID" 2>/dev/null
-		wait "$DAEMON_PID" 2>/dev/null
+		delete_pairs
+		stop_pid "$DAEMON_PID"
 	fi
-	# Pod network namespaces containerd made (and did not remove after a failure).
-	if [ -f "$T/netns-paths" ]; then
-		while read -r p; do
-			[ -e "$p" ] || continue
-			umount "$p" 2>/dev/null || umount -l "$p"
-			rm -f "$p"
-		done <"$T/netns-paths"
-	fi
-	# Any other netns made during the run that holds an address of ours.
-	for p in $(ls -d /var/run/netns/cni-* 2>/dev/null | sort | comm -13 "$T/netns-before" -); do
-		grep -qxF "$p" "$T/netns-paths" && continue
-		if nsenter --net="$p" ip -4 -o addr 2>/dev/null | has "inet (${EPAIR_SUBNET%.*}|${BRIDGE_SUBNET%.*})\."; then
-			echo "cleanup: removing leftover pod netns $p" >&2
-			umount "$p" 2>/dev/null || umount -l "$p"
-			rm -f "$p"
-		fi
-	done
+	remove_netns "(${EPAIR_SUBNET%.*}|${BRIDGE_SUBNET%.*})\."
 	# libcni's result cache lives in /var/lib/cni/results: only our networks.
 	rm -f /var/lib/cni/results/"$NET"-* /var/lib/cni/results/"$NET"-bridge-* 2>/dev/null
-	# Shim sockets (/run/containerd/s/sha256(address/namespace/id)) that a
-	# killed shim, or a RunPodSandbox cut short, leaves: any id we know of.
-	{ cat "$T/pod-ids"; grep -oE '[0-9a-f]{64}' "$T/containerd.log"; } 2>/dev/null | sort -u | while read -r id; do
-		rm -f "/run/containerd/s/$(printf '%s' "$T/containerd.sock/k8s.io/$id" | sha256sum | cut -c1-64)"
-	done
-	# Mounts containerd leaves under its root/state (overlay rootfs, shm).
-	grep -F " $T/" /proc/self/mountinfo | awk '{print $5}' | sort -r | while read -r m; do
-		umount "$m" 2>/dev/null || umount -l "$m"
-	done
+	{ cat "$T/pod-ids"; grep -oE '[0-9a-f]{64}' "$T/containerd.log"; } 2>/dev/null | sort -u | remove_shim_sockets
+	unmount_all_under_t
 	[ -e "$NSPATH" ] && ip netns del "$NS"
 	# The shims' socket directory, if this run made it and it is empty now.
 	[ -n "$RUN_CONTAINERD_EXISTED" ] || rmdir /run/containerd/s /run/containerd 2>/dev/null
-	for c in /sys/fs/cgroup/*"$CGPARENT"; do
-		[ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} + 2>/dev/null
-	done
+	remove_cgroups "$CGPARENT"
 	if [ "${EPAIR_E2E_KEEP:-}" = 1 ]; then
 		echo "e2e-containerd: kept $T" >&2
 	else
 		rm -rf "$T"
 	fi
-	if [ $rc -eq 0 ]; then
-		log "PASS (everything cleaned up)"
-	else
-		echo "e2e-containerd: FAILED${FAILED_CHECK:+ check $FAILED_CHECK}" >&2
-	fi
-	exit $rc
+	cleanup_end $rc
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -196,51 +101,22 @@ trap 'echo "e2e-containerd: line $LINENO: command failed: $BASH_COMMAND" >&2' ER
 
 # ---------------------------------------------------------------- tools
 
-missing=()
-for p in "${APT_PKGS[@]}"; do
-	dpkg-query -W -f '${Status}' "$p" 2>/dev/null | has 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-	log "apt-get install ${missing[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-if [ ! -x "$TOOLS/crictl-$CRICTL_VERSION/crictl" ]; then
-	log "building crictl $CRICTL_VERSION into $TOOLS/crictl-$CRICTL_VERSION"
-	(cd / && CGO_ENABLED=0 GOFLAGS=-trimpath GOBIN="$TOOLS/crictl-$CRICTL_VERSION" \
-		go install "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION")
-fi
+install_tools "${APT_PKGS[@]}"
 log "tools: $(containerd --version | awk '{print $1, $3}'), runc $(runc --version | awk 'NR==1{print $3}'), crictl $CRICTL_VERSION"
 
 T=$(mktemp -d /tmp/epair-ctrd.XXXXXX)
 chmod 0700 "$T"
 mkdir -p "$T/cni-bin" "$T/cni-conf" "$T/ipam" "$T/logs" "$T/img"
-touch "$T/netns-paths" "$T/pod-ids"
-
-# Baselines of what lives outside our folders, to compare at the end.
-[ -d /run/containerd ] && RUN_CONTAINERD_EXISTED=1 || RUN_CONTAINERD_EXISTED=
-ls -d /var/run/netns/cni-* 2>/dev/null | sort >"$T/netns-before" || true
-ip -o link | awk -F': ' '{print $2}' | sed 's/@.*//' | grep epair | sort >"$T/links-before" || true
+record_baselines
 
 # ---------------------------------------------------------------- images
 
-log "building images"
-(cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -o "$T/img/pause" ./e2e/containerd/pause &&
-	go build -o "$T/img/ociimage" ./hack/ociimage)
-"$T/img/ociimage" -name "$PAUSE_IMAGE" -o "$T/img/pause.tar" -entrypoint /pause \
-	"file:$T/img/pause:/pause" dir:/dev:755 dir:/proc:755 dir:/sys:755 dir:/etc:755 >/dev/null
-
-# busybox-static with every applet linked, plus iperf3 and its libraries.
-entries=(file:/bin/busybox:/bin/busybox dir:/tmp:1777 dir:/dev:755 dir:/proc:755 dir:/sys:755 dir:/etc:755 dir:/root:700
-	file:/usr/bin/iperf3:/usr/bin/iperf3)
-for a in $(/bin/busybox --list); do
-	[ "$a" = busybox ] || entries+=("link:/bin/$a:/bin/busybox")
-done
+# The test image also has iperf3 and its libraries.
+entries=(file:/usr/bin/iperf3:/usr/bin/iperf3)
 while read -r lib; do
 	entries+=("file:$(readlink -f "$lib"):$lib")
 done < <(ldd /usr/bin/iperf3 | grep -o '/[^ ]*')
-"$T/img/ociimage" -name "$TEST_IMAGE" -o "$T/img/busybox.tar" -cmd "sleep 3600" "${entries[@]}" >/dev/null
+build_images "${entries[@]}"
 
 # ---------------------------------------------------------------- node
 
@@ -258,17 +134,6 @@ check daemon-answers ep pair list
 for p in "$CNI_PLUGINS"/*; do ln -s "$(readlink -f "$p")" "$T/cni-bin/${p##*/}"; done
 ln -s "$(readlink -f "$EPAIR")" "$T/cni-bin/epair"
 
-# The routed conflist of the repository, on this suite's socket, subnet and
-# IPAM directory. Its cniVersion is 1.0.0 (cniVersions offers 1.1.0 to newer
-# runtimes): containerd 1.6's libcni rejects a 1.1.0 result.
-epair_conflist() {
-	jq --arg net "$NET" --arg sock "$T/epair.sock" --arg subnet "$EPAIR_SUBNET" --arg dd "$T/ipam" '
-		.cniVersion = "1.0.0"
-		| .name = $net
-		| .plugins[0].socket = $sock
-		| .plugins[0].ipam.ranges = [[{subnet: $subnet}]]
-		| .plugins[0].ipam.dataDir = $dd' "$ROOT/conf/10-epair-routed.conflist"
-}
 # The reference bridge plugin (same host-local), for the timing comparison.
 bridge_conflist() {
 	jq -n --arg net "$NET-bridge" --arg subnet "$BRIDGE_SUBNET" --arg dd "$T/ipam" --arg v "$1" '{
@@ -276,46 +141,10 @@ bridge_conflist() {
 		plugins: [{type: "bridge", bridge: "e2ebr0", isGateway: true, mtu: 1500,
 			ipam: {type: "host-local", ranges: [[{subnet: $subnet}]], routes: [{dst: "0.0.0.0/0"}], dataDir: $dd}}]}'
 }
-epair_conflist >"$T/cni-conf/10-$NET.conflist"
+epair_conflist "$NET" "$EPAIR_SUBNET" >"$T/cni-conf/10-$NET.conflist"
 CNI_VERSION=$(jq -r .cniVersion "$T/cni-conf/10-$NET.conflist")
 
-cat >"$T/containerd.toml" <<EOF
-version = 2
-root = "$T/root"
-state = "$T/state"
-[grpc]
-  address = "$T/containerd.sock"
-[ttrpc]
-  address = "$T/containerd.sock.ttrpc"
-[debug]
-  level = "info"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$T/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "$PAUSE_IMAGE"
-  disable_apparmor = true
-  restrict_oom_score_adj = true
-  enable_selinux = false
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-        Root = "$T/runc"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "$T/cni-bin"
-    conf_dir = "$T/cni-conf"
-    max_conf_num = 1
-EOF
-cat >"$T/crictl.yaml" <<EOF
-runtime-endpoint: unix://$T/containerd.sock
-image-endpoint: unix://$T/containerd.sock
-timeout: 60
-EOF
+write_containerd_config
 
 log "containerd"
 setsid nsenter --net="$NSPATH" containerd --config "$T/containerd.toml" >"$T/containerd.log" 2>&1 &

@@ -19,10 +19,10 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-EPAIR=${EPAIR_BIN:-$ROOT/bin/epair}
-CNI_PLUGINS=${EPAIR_CNI_PLUGINS:-$ROOT/bin/cni}
-CRICTL_VERSION=v1.34.0 # builds with Go 1.26; talks CRI v1 to containerd 1.6
-TOOLS=${EPAIR_E2E_TOOLS:-$ROOT/bin/tools}
+SUITE=e2e-kubelet
+# shellcheck source=e2e/lib.sh
+. "$ROOT/e2e/lib.sh" # EPAIR, CNI_PLUGINS, TOOLS, the images; log, check, cri, cleanup pieces
+CRI_TIMEOUT=60
 APT_PKGS=(containerd runc etcd-server openssl iproute2 iptables conntrack busybox-static util-linux jq)
 
 NET=epair-kube # CNI network name (libcni cache entries: /var/lib/cni/results/$NET-*)
@@ -30,8 +30,6 @@ POD_SUBNET=10.213.16.0/24 POD_GW=10.213.16.1
 NODE_IP=10.213.20.1 EXT_IP=10.213.20.2 # node address; its veth peer in a second netns
 SERVICE_RANGE=10.96.0.0/16 KUBERNETES_SVC_IP=10.96.0.1
 NODE_NAME=epair-e2e-node
-PAUSE_IMAGE=localhost/epair-e2e/pause:v1
-TEST_IMAGE=localhost/epair-e2e/busybox:v1
 APP=epair-echo # Deployment, Service and pod label
 REPLICAS=3
 NS=epair-kube-$$ EXT_NS=epair-kube-ext-$$
@@ -43,13 +41,9 @@ FIXED_PATHS=(/var/lib/kubelet/device-plugins/kubelet.sock /var/lib/kubelet/devic
 # here, restored by the cleanup.
 KERNEL_SYSCTLS=(vm/overcommit_memory vm/panic_on_oom kernel/panic kernel/panic_on_oops kernel/keys/root_maxkeys kernel/keys/root_maxbytes)
 
-START=$(date +%s%N)
-T='' LOGS_SHOWN='' FAILED_CHECK='' RUN_CONTAINERD_EXISTED=1 SYSCTLS_SAVED=''
+SYSCTLS_SAVED=''
 declare -A PIDS=() # component -> pid
 ORDER=()           # components in start order
-
-log() { printf '[%6.1fs] %s\n' "$(( ($(date +%s%N) - START) / 1000000 ))e-3" "$*"; }
-die() { echo "e2e-kubelet: $*" >&2; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "run as root (kubelet, containerd, namespaces, TAPs)"
 [ -x "$EPAIR" ] || die "$EPAIR missing: run make build"
@@ -76,22 +70,6 @@ show_logs() {
 	echo "----- end of logs -----"
 }
 
-# check NAME CMD...: runs CMD, prints "ok NAME", or its output, the logs and
-# "FAILED check NAME" and exits non-zero.
-check() {
-	local name=$1 out rc=0
-	shift
-	out=$("$@" 2>&1) || rc=$?
-	if [ $rc -eq 0 ]; then
-		log "ok   $name"
-		return 0
-	fi
-	FAILED_CHECK=$name
-	log "FAIL $name (exit $rc)"
-	printf '%s\n' "$out" | sed 's/^/    | /'
-	show_logs
-	exit 1
-}
 # retry SECONDS CMD...: runs CMD every 0.5 s until it succeeds (its output
 # is kept only from the last attempt).
 retry() {
@@ -106,12 +84,6 @@ retry() {
 
 innode() { nsenter --net="$NSPATH" "$@"; }
 kc() { timeout --foreground 60 nsenter --net="$NSPATH" "$K8S/kubectl" --kubeconfig "$T/pki/admin.kubeconfig" "$@"; }
-cri() { timeout --foreground 60 nsenter --net="$NSPATH" "$TOOLS/crictl-$CRICTL_VERSION/crictl" --config "$T/crictl.yaml" "$@"; }
-ctr_() { timeout --foreground 120 ctr --address "$T/containerd.sock" -n k8s.io "$@"; }
-ep() { "$EPAIR" "$@" --socket "$T/epair.sock"; }
-# has ERE: stdin matches; reads all of it first (grep -q would quit early
-# and, with pipefail, a writer killed by SIGPIPE would fail the pipeline).
-has() { local in; in=$(cat); grep -qE -- "$1" <<<"$in"; }
 # The pods' network namespaces (by the CRI), for the leftover check and the cleanup.
 record_netns() {
 	local p
@@ -131,14 +103,8 @@ start() {
 	ORDER+=("$name")
 }
 stop() { # NAME [SECONDS]: TERM, then KILL after SECONDS (default 10)
-	local pid=${PIDS[$1]:-} i
-	[ -n "$pid" ] || return 0
-	if kill -0 "$pid" 2>/dev/null; then
-		kill -TERM "$pid" 2>/dev/null
-		for ((i = 0; i < ${2:-10} * 10; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$pid" 2>/dev/null
-	fi
-	wait "$pid" 2>/dev/null
+	[ -n "${PIDS[$1]:-}" ] || return 0
+	stop_pid "${PIDS[$1]}" "${2:-10}"
 	unset "PIDS[$1]"
 }
 running() { # NAME: still alive (else prints its log tail)
@@ -152,14 +118,7 @@ cleanup() {
 	local rc=$?
 	set +e
 	trap - ERR
-	if [ $rc -ne 0 ]; then
-		if [ $rc -eq 130 ]; then
-			echo "e2e-kubelet: interrupted" >&2
-		elif [ -z "$FAILED_CHECK" ]; then
-			echo "e2e-kubelet: failed (exit $rc) outside a check" >&2
-		fi
-		[ $rc -eq 130 ] || show_logs
-	fi
+	cleanup_begin $rc
 	[ -n "$T" ] || exit $rc
 	log "cleanup"
 	# Pods first, through the API while the whole node still runs, so that
@@ -174,73 +133,27 @@ cleanup() {
 	stop kube-proxy
 	# Whatever kubelet left: through the CRI, which runs CNI DEL.
 	if [ -n "${PIDS[containerd]:-}" ] && kill -0 "${PIDS[containerd]}" 2>/dev/null; then
-		for _ in 1 2 3; do
-			local pods
-			pods=$(cri pods -q 2>/dev/null)
-			[ -n "$pods" ] || break
-			for p in $pods; do
-				cri inspectp -o json "$p" 2>/dev/null | jq -r '.info.runtimeSpec.linux.namespaces[]? | select(.type == "network") | .path' >>"$T/netns-paths"
-				cri stopp "$p" >/dev/null 2>&1
-				cri rmp -f "$p" >/dev/null 2>&1
-			done
-		done
+		remove_cri_pods
 		grep -oE '[0-9a-f]{64}' "$T/log/containerd.log" 2>/dev/null | sort -u >>"$T/pod-ids"
 	fi
 	stop containerd
-	# Shims of this containerd (identified by its socket) and anything left in
-	# our cgroups: only processes this run started.
-	local pid d f
-	for d in /proc/[0-9]*; do
-		[ -r "$d/cmdline" ] || continue
-		if tr '\0' ' ' <"$d/cmdline" 2>/dev/null | has "^/usr/bin/containerd-shim-runc-v2 .*-address $T/containerd.sock"; then
-			pid=${d#/proc/}
-			echo "cleanup: killing leftover shim $pid" >&2
-			kill -KILL "$pid" 2>/dev/null
-			tr '\0' '\n' <"$d/cmdline" | sed -n '/^-id$/{n;p}' >>"$T/pod-ids"
-		fi
-	done
-	find /sys/fs/cgroup/pids"$CGROOT" -name cgroup.procs -exec cat {} + 2>/dev/null | while read -r pid; do
-		kill -KILL "$pid" 2>/dev/null
-	done
+	kill_leftover_shims
+	kill_cgroup_procs "$CGROOT"
 	if [ -n "${PIDS[daemon]:-}" ] && kill -0 "${PIDS[daemon]}" 2>/dev/null; then
-		ep pair list 2>/dev/null | jq -r '.[].a.netns // empty' >>"$T/netns-paths"
-		for u in $(ep pair list 2>/dev/null | jq -r '.[].unit' 2>/dev/null); do ep pair del "$u" >/dev/null 2>&1; done
+		delete_pairs
 	fi
 	# The rest, newest first: daemon, scheduler, controller-manager, apiserver, etcd.
 	local i
 	for ((i = ${#ORDER[@]} - 1; i >= 0; i--)); do stop "${ORDER[i]}"; done
-	# Pod network namespaces containerd made and did not remove.
-	if [ -f "$T/netns-paths" ]; then
-		sort -u "$T/netns-paths" | while read -r p; do
-			[ -e "$p" ] || continue
-			umount "$p" 2>/dev/null || umount -l "$p"
-			rm -f "$p"
-		done
-	fi
-	for p in $(ls -d /var/run/netns/cni-* 2>/dev/null | sort | comm -13 "$T/netns-before" -); do
-		if nsenter --net="$p" ip -4 -o addr 2>/dev/null | has "inet ${POD_SUBNET%.*}\."; then
-			echo "cleanup: removing leftover pod netns $p" >&2
-			umount "$p" 2>/dev/null || umount -l "$p"
-			rm -f "$p"
-		fi
-	done
+	remove_netns "${POD_SUBNET%.*}\."
 	rm -f /var/lib/cni/results/"$NET"-* 2>/dev/null
 	sort -u "$T/pod-ids" 2>/dev/null | while read -r id; do rm -f "/var/lib/cni/results/cni-loopback-$id-lo"; done
-	# Shim sockets (/run/containerd/s/sha256(address/namespace/id)).
-	sort -u "$T/pod-ids" 2>/dev/null | while read -r id; do
-		rm -f "/run/containerd/s/$(printf '%s' "$T/containerd.sock/k8s.io/$id" | sha256sum | cut -c1-64)"
-	done
+	sort -u "$T/pod-ids" 2>/dev/null | remove_shim_sockets
 	[ -n "$RUN_CONTAINERD_EXISTED" ] || rmdir /run/containerd/s /run/containerd 2>/dev/null
-	# Mounts under the temp dir: overlay rootfs and shm (containerd), the
-	# pods' volumes (kubelet: projected service-account tokens), deepest first.
-	grep -F " $T/" /proc/self/mountinfo | awk '{print $5}' | sort -r | while read -r m; do
-		umount "$m" 2>/dev/null || umount -l "$m"
-	done
+	unmount_all_under_t
 	[ -e "$NSPATH" ] && ip netns del "$NS"
 	[ -e "/var/run/netns/$EXT_NS" ] && ip netns del "$EXT_NS"
-	for c in /sys/fs/cgroup/*"$CGROOT"; do
-		[ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} + 2>/dev/null
-	done
+	remove_cgroups "$CGROOT"
 	# kubelet's symlinks to container logs of containers it had no time to
 	# remove (the cleanup stops it right after the pods are gone).
 	find /var/log/containers -maxdepth 1 -type l -lname "$T/*" -delete 2>/dev/null
@@ -262,12 +175,7 @@ cleanup() {
 	else
 		rm -rf "$T"
 	fi
-	if [ $rc -eq 0 ]; then
-		log "PASS (everything cleaned up)"
-	else
-		echo "e2e-kubelet: FAILED${FAILED_CHECK:+ check $FAILED_CHECK}" >&2
-	fi
-	exit $rc
+	cleanup_end $rc
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -275,21 +183,7 @@ trap 'echo "e2e-kubelet: line $LINENO: command failed: $BASH_COMMAND" >&2' ERR
 
 # ---------------------------------------------------------------- tools
 
-missing=()
-for p in "${APT_PKGS[@]}"; do
-	dpkg-query -W -f '${Status}' "$p" 2>/dev/null | has 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-	log "apt-get install ${missing[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-if [ ! -x "$TOOLS/crictl-$CRICTL_VERSION/crictl" ]; then
-	log "building crictl $CRICTL_VERSION into $TOOLS/crictl-$CRICTL_VERSION"
-	(cd / && CGO_ENABLED=0 GOFLAGS=-trimpath GOBIN="$TOOLS/crictl-$CRICTL_VERSION" \
-		go install "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION")
-fi
+install_tools "${APT_PKGS[@]}"
 log "Kubernetes binaries (hack/k8s-build.sh; cached per Kubernetes and Go version)"
 K8S=$("$ROOT/hack/k8s-build.sh")
 log "tools: kubelet $("$K8S/kubelet" --version | awk '{print $2}'), $(containerd --version | awk '{print $1, $3}'), runc $(runc --version | awk 'NR==1{print $3}'), etcd $(etcd --version | awk 'NR==1{print $3}')"
@@ -297,10 +191,7 @@ log "tools: kubelet $("$K8S/kubelet" --version | awk '{print $2}'), $(containerd
 T=$(mktemp -d /tmp/epair-kube.XXXXXX)
 chmod 0700 "$T"
 mkdir -p "$T/cni-bin" "$T/cni-conf" "$T/ipam" "$T/log" "$T/img" "$T/pki" "$T/kubelet" "$T/pod-logs" "$T/volume-plugins"
-touch "$T/netns-paths" "$T/pod-ids"
-[ -d /run/containerd ] && RUN_CONTAINERD_EXISTED=1 || RUN_CONTAINERD_EXISTED=
-ls -d /var/run/netns/cni-* 2>/dev/null | sort >"$T/netns-before" || true
-ip -o link | awk -F': ' '{print $2}' | sed 's/@.*//' | grep epair | sort >"$T/links-before" || true
+record_baselines
 # Paths kubelet uses whatever --root-dir says (the device plugin socket,
 # the container log symlinks): removed again if this run made them.
 for d in "${FIXED_PATHS[@]}"; do [ -e "$d" ] || echo "$d"; done >"$T/fixed-paths-made"
@@ -309,16 +200,8 @@ SYSCTLS_SAVED=1
 
 # ---------------------------------------------------------------- images
 
-log "building images"
-(cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -o "$T/img/pause" ./e2e/containerd/pause &&
-	go build -o "$T/img/ociimage" ./hack/ociimage)
-"$T/img/ociimage" -name "$PAUSE_IMAGE" -o "$T/img/pause.tar" -entrypoint /pause \
-	"file:$T/img/pause:/pause" dir:/dev:755 dir:/proc:755 dir:/sys:755 dir:/etc:755 >/dev/null
-entries=(file:/bin/busybox:/bin/busybox dir:/tmp:1777 dir:/dev:755 dir:/proc:755 dir:/sys:755 dir:/etc:755 dir:/root:700)
-for a in $(/bin/busybox --list); do
-	[ "$a" = busybox ] || entries+=("link:/bin/$a:/bin/busybox")
-done
-"$T/img/ociimage" -name "$TEST_IMAGE" -o "$T/img/busybox.tar" -cmd "sleep 3600" "${entries[@]}" >/dev/null
+# shellcheck disable=SC2119 # no extra entries
+build_images
 
 # ---------------------------------------------------------------- certificates
 
@@ -419,50 +302,9 @@ start kube-scheduler "$K8S/kube-scheduler" \
 
 cp "$EPAIR" "$T/cni-bin/epair"
 cp "$CNI_PLUGINS"/* "$T/cni-bin/"
-jq --arg net "$NET" --arg sock "$T/epair.sock" --arg subnet "$POD_SUBNET" --arg dd "$T/ipam" '
-	.cniVersion = "1.0.0"
-	| .name = $net
-	| .plugins[0].socket = $sock
-	| .plugins[0].ipam.ranges = [[{subnet: $subnet}]]
-	| .plugins[0].ipam.dataDir = $dd' "$ROOT/conf/10-epair-routed.conflist" >"$T/cni-conf/10-$NET.conflist"
+epair_conflist "$NET" "$POD_SUBNET" >"$T/cni-conf/10-$NET.conflist"
 
-cat >"$T/containerd.toml" <<EOF
-version = 2
-root = "$T/root"
-state = "$T/state"
-[grpc]
-  address = "$T/containerd.sock"
-[ttrpc]
-  address = "$T/containerd.sock.ttrpc"
-[debug]
-  level = "info"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$T/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "$PAUSE_IMAGE"
-  disable_apparmor = true
-  restrict_oom_score_adj = true
-  enable_selinux = false
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-        Root = "$T/runc"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "$T/cni-bin"
-    conf_dir = "$T/cni-conf"
-    max_conf_num = 1
-EOF
-cat >"$T/crictl.yaml" <<EOF
-runtime-endpoint: unix://$T/containerd.sock
-image-endpoint: unix://$T/containerd.sock
-timeout: 60
-EOF
+write_containerd_config
 
 log "containerd"
 start containerd containerd --config "$T/containerd.toml"
