@@ -17,8 +17,6 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/containernetworking/plugins/pkg/testutils"
-	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"golang.org/x/sys/unix"
 )
 
@@ -77,23 +75,7 @@ func PluginDir(t *testing.T) string {
 // NewNSWithIPv6 is NewNS with IPv6 left on (for dual-stack suites).
 func NewNSWithIPv6(t *testing.T) ns.NetNS {
 	t.Helper()
-	n, err := testutils.NewNS()
-	if err != nil {
-		t.Fatalf("create netns: %v", err)
-	}
-	t.Cleanup(func() { RemoveNS(t, n) })
-	err = n.Do(func(ns.NetNS) error {
-		for _, k := range []string{"net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"} {
-			if _, err := sysctl.Sysctl(k, "0"); err != nil {
-				return err
-			}
-		}
-		return exec.Command("ip", "link", "set", "lo", "up").Run()
-	})
-	if err != nil {
-		t.Fatalf("set up netns: %v", err)
-	}
-	return n
+	return newNS(t, true)
 }
 
 // DeleteNS removes a namespace made by NewNS before the test ends, as a

@@ -77,14 +77,23 @@ func Binary(t *testing.T) string {
 // muddle the counters) and loopback up; it is deleted at cleanup.
 func NewNS(t *testing.T) ns.NetNS {
 	t.Helper()
+	return newNS(t, false)
+}
+
+func newNS(t *testing.T, ipv6 bool) ns.NetNS {
+	t.Helper()
 	n, err := testutils.NewNS()
 	if err != nil {
 		t.Fatalf("create netns: %v", err)
 	}
 	t.Cleanup(func() { RemoveNS(t, n) })
+	off := "1"
+	if ipv6 {
+		off = "0"
+	}
 	err = n.Do(func(ns.NetNS) error {
 		for _, k := range []string{"net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"} {
-			if _, err := sysctl.Sysctl(k, "1"); err != nil {
+			if _, err := sysctl.Sysctl(k, off); err != nil {
 				return err
 			}
 		}
