@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -88,6 +89,11 @@ func (d *Daemon) handler() http.Handler {
 		s, err := d.m.Stats(r.PathValue("id"))
 		answer(w, s, err)
 	})
+	// Go profiles of the datapath (hack/bench/profile.sh), root-only like
+	// everything on this socket.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	return rootOnly(mux)
 }
 
