@@ -54,6 +54,18 @@ ep() { "$EPAIR" "$@" --socket "$T/epair.sock"; }
 # and, with pipefail, a writer killed by SIGPIPE would fail the pipeline).
 has() { local in; in=$(cat); grep -qE -- "$1" <<<"$in"; }
 
+# retry SECONDS CMD...: runs CMD every 0.5 s until it succeeds (its output
+# is kept only from the last attempt).
+retry() {
+	local end=$(( $(date +%s) + $1 )) out
+	shift
+	while :; do
+		out=$("$@" 2>&1) && { printf '%s\n' "$out"; return 0; }
+		[ "$(date +%s)" -lt "$end" ] || { printf '%s\n' "$out"; return 1; }
+		sleep 0.5
+	done
+}
+
 # stop_pid PID [SECONDS]: TERM, then KILL after SECONDS (default 10); reaps it.
 stop_pid() {
 	local pid=$1 i
@@ -92,12 +104,14 @@ cleanup_end() {
 	exit "$1"
 }
 
-# Every pod sandbox containerd still has, stopped and removed through the
-# CRI (which runs CNI DEL); their netns paths go to $T/netns-paths.
+# remove_cri_pods [CRICTL-PODS-FILTER...]: every pod sandbox containerd
+# still has (or those the `crictl pods` filter selects), stopped and removed
+# through the CRI (which runs CNI DEL); their netns paths go to
+# $T/netns-paths.
 remove_cri_pods() {
 	local pods p
 	for _ in 1 2 3; do
-		pods=$(cri pods -q 2>/dev/null)
+		pods=$(cri pods -q "$@" 2>/dev/null)
 		[ -n "$pods" ] || break
 		for p in $pods; do
 			cri inspectp -o json "$p" 2>/dev/null | jq -r '.info.runtimeSpec.linux.namespaces[]? | select(.type == "network") | .path' >>"$T/netns-paths"

@@ -1,19 +1,28 @@
 #!/usr/bin/env bash
 # kubelet end-to-end suite: a real single-node Kubernetes (etcd,
 # kube-apiserver, kube-controller-manager, kube-scheduler, containerd,
-# kubelet, kube-proxy in iptables mode) whose pods get their network from
-# epair: kubelet -> containerd's CRI -> libcni -> bin/epair -> the daemon.
+# kubelet, kube-proxy in iptables mode) on which epair is installed the way
+# a user installs it: the image imported into containerd and
+# `kubectl apply -f conf/kubernetes/epair.yaml`. The DaemonSet's pod (the
+# agent) installs bin/epair and the reference plugins into the CNI bin dir,
+# writes the conflist from the Node's podCIDR, and runs the daemon; then
+# pods get their network through kubelet -> containerd's CRI -> libcni ->
+# epair -> the agent's daemon. The suite writes no conflist, installs no
+# CNI binary and starts no daemon itself.
 #
 # The whole node runs inside a private network namespace (nsenter --net, so
 # /sys/fs/cgroup and the mounts stay the machine's): the node address, the b
 # ends, host routes, kube-proxy's iptables rules and ip_forward live there,
 # never in the machine's own namespace. Every state directory (etcd data,
 # certificates, containerd root/state, kubelet --root-dir, pod logs, CNI
-# dataDir) is under one temp dir; pods run under the cgroup root
-# /epair-kubelet-PID. Images are built locally (no registry).
+# dataDir, the agent's socket and state, the CNI bin and conf dirs) is
+# under one temp dir; the manifests' hostPaths are rewritten to point there.
+# Pods run under the cgroup root /epair-kubelet-PID. Images are built
+# locally (no registry).
 #
 # Usage (root): e2e/kubelet/run.sh            (or: make e2e-kubelet)
-# Env: EPAIR_BIN, EPAIR_CNI_PLUGINS, EPAIR_E2E_TOOLS (crictl cache dir),
+# Env: EPAIR_BIN (the lean build), EPAIR_KUBE_BIN (the -tags kubernetes
+#      build, bin/kube/epair), EPAIR_CNI_PLUGINS, EPAIR_E2E_TOOLS (crictl cache dir),
 #      K8S_VERSION and EPAIR_K8S_CACHE (passed to hack/k8s-build.sh),
 #      EPAIR_E2E_KEEP=1 (keep the temp dir, for debugging).
 set -euo pipefail
@@ -25,11 +34,25 @@ SUITE=e2e-kubelet
 CRI_TIMEOUT=60
 APT_PKGS=(containerd runc etcd-server openssl iproute2 iptables conntrack busybox-static util-linux jq)
 
-NET=epair-kube # CNI network name (libcni cache entries: /var/lib/cni/results/$NET-*)
-POD_SUBNET=10.213.16.0/24 POD_GW=10.213.16.1
+# The network name of the agent's conflist (libcni cache entries:
+# /var/lib/cni/results/$NET-<sandbox id>-eth0; other runs may have entries
+# of the same name, so only ours are looked at).
+NET=epair
+# host-local's reservations: the agent writes --cni-ipam-data-dir (under
+# $T, set below) into the conflist as host-local's dataDir, so they stay
+# in this run's temp dir, never in the machine's /var/lib/cni/networks.
+IPAM_DIR=''
+# The cluster's pod range; the controller-manager gives the node a /24 of
+# it (spec.podCIDRs), from which the agent renders the conflist.
+CLUSTER_CIDR=10.213.16.0/22
+POD_SUBNET=10.213.16.0/24 POD_GW=10.213.16.1 # the node's podCIDR (first /24) and its gateway
 NODE_IP=10.213.20.1 EXT_IP=10.213.20.2 # node address; its veth peer in a second netns
 SERVICE_RANGE=10.96.0.0/16 KUBERNETES_SVC_IP=10.96.0.1
 NODE_NAME=epair-e2e-node
+EPAIR_KUBE=${EPAIR_KUBE_BIN:-$ROOT/bin/kube/epair}
+EPAIR_IMAGE=localhost/epair:e2e
+MANIFESTS=$ROOT/conf/kubernetes/epair.yaml
+AGENT_LABEL=app.kubernetes.io/name=epair
 APP=epair-echo # Deployment, Service and pod label
 REPLICAS=3
 NS=epair-kube-$$ EXT_NS=epair-kube-ext-$$
@@ -47,7 +70,8 @@ ORDER=()           # components in start order
 
 [ "$(id -u)" -eq 0 ] || die "run as root (kubelet, containerd, namespaces, TAPs)"
 [ -x "$EPAIR" ] || die "$EPAIR missing: run make build"
-[ -x "$CNI_PLUGINS/host-local" ] && [ -x "$CNI_PLUGINS/loopback" ] || die "$CNI_PLUGINS incomplete: run make cni-plugins"
+[ -x "$EPAIR_KUBE" ] || die "$EPAIR_KUBE missing: run make build"
+for b in host-local loopback portmap; do [ -x "$CNI_PLUGINS/$b" ] || die "$CNI_PLUGINS incomplete: run make cni-plugins"; done
 
 # ---------------------------------------------------------------- helpers
 
@@ -55,6 +79,7 @@ show_logs() {
 	[ -n "$LOGS_SHOWN" ] && return
 	LOGS_SHOWN=1
 	[ -n "$T" ] || return
+	local f
 	for f in kubelet containerd daemon kube-apiserver kube-proxy kube-controller-manager; do
 		[ -f "$T/log/$f.log" ] || continue
 		echo "----- $f.log (last 60 lines) -----"
@@ -62,27 +87,27 @@ show_logs() {
 		# front-proxy CA
 		grep -v 'extension-apiserver-authentication' "$T/log/$f.log" | tail -n 60
 	done
+	# The agent's container logs (every container of every agent pod, as
+	# kubelet wrote them, also when the apiserver is gone).
+	find "$T/pod-logs" -path '*/kube-system_epair-*' -name '*.log' 2>/dev/null | sort | while read -r f; do
+		echo "----- agent ${f#"$T/pod-logs/"} (last 60 lines) -----"
+		tail -n 60 "$f"
+	done
 	if [ -n "${PIDS[kube-apiserver]:-}" ]; then
 		echo "----- kubectl get pods,events -----"
-		kc get pods -o wide 2>&1 | tail -n 20
-		kc get events --sort-by=.lastTimestamp 2>&1 | tail -n 30
+		kc get pods -A -o wide 2>&1 | tail -n 20
+		kc get events -A --sort-by=.lastTimestamp 2>&1 | tail -n 30
 	fi
 	echo "----- end of logs -----"
 }
 
-# retry SECONDS CMD...: runs CMD every 0.5 s until it succeeds (its output
-# is kept only from the last attempt).
-retry() {
-	local end=$(( $(date +%s) + $1 )) out
-	shift
-	while :; do
-		out=$("$@" 2>&1) && { printf '%s\n' "$out"; return 0; }
-		[ "$(date +%s)" -lt "$end" ] || { printf '%s\n' "$out"; return 1; }
-		sleep 0.5
-	done
-}
-
 innode() { nsenter --net="$NSPATH" "$@"; }
+# The agent's host directories (the manifests' hostPaths, rewritten), and
+# the daemon's socket as the host sees it: the CLI talks to the agent's
+# daemon there, as the CNI plugin does.
+agent_run() { echo "$T/host/run/epair"; }
+agent_state() { echo "$T/host/var/lib/epair"; }
+ep() { "$EPAIR" "$@" --socket "$(agent_run)/epair.sock"; }
 kc() { timeout --foreground 60 nsenter --net="$NSPATH" "$K8S/kubectl" --kubeconfig "$T/pki/admin.kubeconfig" "$@"; }
 # The pods' network namespaces (by the CRI), for the leftover check and the cleanup.
 record_netns() {
@@ -121,33 +146,53 @@ cleanup() {
 	cleanup_begin $rc
 	[ -n "$T" ] || exit $rc
 	log "cleanup"
-	# Pods first, through the API while the whole node still runs, so that
-	# kubelet tears them down (CNI DEL) as it normally would.
+	# The app's pods first, through the API while the whole node and the
+	# agent still run, so that kubelet tears them down (CNI DEL, which
+	# needs the agent's daemon) as it normally would; then epair itself.
 	if [ -n "${PIDS[kubelet]:-}" ] && [ -n "${PIDS[kube-apiserver]:-}" ] && kill -0 "${PIDS[kubelet]}" 2>/dev/null; then
-		if [ -n "$(kc get pods -A -o name 2>/dev/null)" ]; then
-			kc delete deployment,service,pod --all --wait=false >/dev/null 2>&1
-			for _ in $(seq 60); do [ -z "$(kc get pods -A -o name 2>/dev/null)" ] && break; sleep 0.5; done
+		if [ -n "$(kc get pods -o name 2>/dev/null)" ]; then
+			# (not the kubernetes Service: the agent reaches the apiserver by it)
+			kc delete service "$APP" --ignore-not-found --wait=false >/dev/null 2>&1
+			kc delete deployment,pod --all --wait=false >/dev/null 2>&1
+			for _ in $(seq 60); do [ -z "$(kc get pods -o name 2>/dev/null)" ] && break; sleep 0.5; done
+		fi
+		if [ -f "$T/epair.json" ] && [ -n "$(kc -n kube-system get pods -l "$AGENT_LABEL" -o name 2>/dev/null)" ]; then
+			kc delete -f "$T/epair.json" --wait=false >/dev/null 2>&1
+			for _ in $(seq 40); do [ -z "$(kc -n kube-system get pods -l "$AGENT_LABEL" -o name 2>/dev/null)" ] && break; sleep 0.5; done
 		fi
 	fi
 	stop kubelet
 	stop kube-proxy
-	# Whatever kubelet left: through the CRI, which runs CNI DEL.
+	# Whatever kubelet left: through the CRI, which runs CNI DEL. The app's
+	# sandboxes before the agent's (hostNetwork: no CNI DEL), whose daemon
+	# their DEL needs; a daemon on the agent's state answers in its place if
+	# the agent is gone.
 	if [ -n "${PIDS[containerd]:-}" ] && kill -0 "${PIDS[containerd]}" 2>/dev/null; then
+		fallback_daemon
+		remove_cri_pods --namespace default
 		remove_cri_pods
 		grep -oE '[0-9a-f]{64}' "$T/log/containerd.log" 2>/dev/null | sort -u >>"$T/pod-ids"
 	fi
 	stop containerd
 	kill_leftover_shims
 	kill_cgroup_procs "$CGROOT"
-	if [ -n "${PIDS[daemon]:-}" ] && kill -0 "${PIDS[daemon]}" 2>/dev/null; then
+	# Pairs whose pods went without a CNI DEL (or whose DEL failed): the
+	# TAPs are persistent, so they outlive the agent; a daemon on its state
+	# re-attaches to them and deletes them.
+	fallback_daemon
+	if ep pair list >/dev/null 2>&1; then
 		delete_pairs
 	fi
-	# The rest, newest first: daemon, scheduler, controller-manager, apiserver, etcd.
+	# The rest, newest first: the fallback daemon, scheduler,
+	# controller-manager, apiserver, etcd.
 	local i
 	for ((i = ${#ORDER[@]} - 1; i >= 0; i--)); do stop "${ORDER[i]}"; done
 	remove_netns "${POD_SUBNET%.*}\."
-	rm -f /var/lib/cni/results/"$NET"-* 2>/dev/null
-	sort -u "$T/pod-ids" 2>/dev/null | while read -r id; do rm -f "/var/lib/cni/results/cni-loopback-$id-lo"; done
+	# libcni's cache entries of our sandboxes only (the network name is
+	# epair's default, other runs may use it); the reservations are in $T.
+	sort -u "$T/pod-ids" 2>/dev/null | while read -r id; do
+		rm -f "/var/lib/cni/results/$NET-$id-eth0" "/var/lib/cni/results/cni-loopback-$id-lo"
+	done
 	sort -u "$T/pod-ids" 2>/dev/null | remove_shim_sockets
 	[ -n "$RUN_CONTAINERD_EXISTED" ] || rmdir /run/containerd/s /run/containerd 2>/dev/null
 	unmount_all_under_t
@@ -177,6 +222,31 @@ cleanup() {
 	fi
 	cleanup_end $rc
 }
+# our_reservations: host-local's reservation files in $IPAM_DIR that hold
+# one of our sandbox ids (every id in this containerd's log).
+our_reservations() {
+	local f
+	[ -d "$IPAM_DIR" ] && [ -f "$T/log/containerd.log" ] || return 0
+	grep -oE '[0-9a-f]{64}' "$T/log/containerd.log" | sort -u >"$T/our-ids"
+	find "$IPAM_DIR" -mindepth 1 -maxdepth 1 -type f ! -name lock ! -name 'last_reserved_ip.*' | while read -r f; do
+		grep -qxFf "$T/our-ids" <(head -n 1 "$f" | tr -d '\r') && echo "$f"
+	done
+	return 0
+}
+# fallback_daemon: a plain `epair daemon` on the agent's socket and state,
+# in the node's netns, when the agent's daemon does not answer (it is gone,
+# or never came up) and its state holds pairs; for the cleanup.
+fallback_daemon() {
+	local st
+	st=$(agent_state)/state.json
+	[ -f "$st" ] || return 0
+	jq -e '(.pairs // {}) | length == 0' "$st" >/dev/null 2>&1 && return 0
+	ep pair list >/dev/null 2>&1 && return 0
+	[ -n "${PIDS[daemon]:-}" ] && kill -0 "${PIDS[daemon]}" 2>/dev/null && return 0
+	echo "cleanup: the agent's daemon does not answer: starting one on its state" >&2
+	start daemon "$EPAIR" daemon --socket "$(agent_run)/epair.sock" --state-dir "$(agent_state)"
+	for _ in $(seq 50); do ep pair list >/dev/null 2>&1 && break; sleep 0.1; done
+}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 trap 'echo "e2e-kubelet: line $LINENO: command failed: $BASH_COMMAND" >&2' ERR
@@ -190,7 +260,11 @@ log "tools: kubelet $("$K8S/kubelet" --version | awk '{print $2}'), $(containerd
 
 T=$(mktemp -d /tmp/epair-kube.XXXXXX)
 chmod 0700 "$T"
-mkdir -p "$T/cni-bin" "$T/cni-conf" "$T/ipam" "$T/log" "$T/img" "$T/pki" "$T/kubelet" "$T/pod-logs" "$T/volume-plugins"
+# $T/cni-bin and $T/cni-conf are containerd's CNI dirs: empty, as on a
+# node before a network is installed. $T/host/{run,var/lib}/epair are
+# made by kubelet (the DaemonSet's hostPaths are DirectoryOrCreate).
+IPAM_DIR=$T/ipam/$NET
+mkdir -p "$T/cni-bin" "$T/cni-conf" "$T/log" "$T/img" "$T/pki" "$T/kubelet" "$T/pod-logs" "$T/volume-plugins"
 record_baselines
 # Paths kubelet uses whatever --root-dir says (the device plugin socket,
 # the container log symlinks): removed again if this run made them.
@@ -202,6 +276,9 @@ SYSCTLS_SAVED=1
 
 # shellcheck disable=SC2119 # no extra entries
 build_images
+log "building the epair image $EPAIR_IMAGE (hack/image.sh)"
+EPAIR_BIN=$EPAIR EPAIR_KUBE_BIN=$EPAIR_KUBE EPAIR_CNI_PLUGINS=$CNI_PLUGINS \
+	"$ROOT/hack/image.sh" "$T/img/epair.tar" "$EPAIR_IMAGE" >/dev/null
 
 # ---------------------------------------------------------------- certificates
 
@@ -245,7 +322,7 @@ EOF
 
 # ---------------------------------------------------------------- node network
 
-log "network namespace $NS (node $NODE_IP), epair daemon"
+log "network namespace $NS (node $NODE_IP)"
 ip netns add "$NS"
 ip netns add "$EXT_NS"
 ip -n "$NS" link set lo up
@@ -259,10 +336,6 @@ ip -n "$NS" link set eth0 up
 ip -n "$EXT_NS" addr add "$EXT_IP/24" dev eth0
 ip -n "$EXT_NS" link set eth0 up
 ip -n "$NS" route add default via "$EXT_IP"
-
-start daemon "$EPAIR" daemon --socket "$T/epair.sock" --state-dir "$T/epair-state" --log-level debug
-for _ in $(seq 100); do ep pair list >/dev/null 2>&1 && break; sleep 0.05; done
-check daemon-ready ep pair list
 
 # ---------------------------------------------------------------- control plane
 
@@ -280,6 +353,7 @@ start kube-apiserver "$K8S/kube-apiserver" \
 	--service-account-issuer=https://kubernetes.default.svc.cluster.local \
 	--service-cluster-ip-range="$SERVICE_RANGE" \
 	--authorization-mode=Node,RBAC \
+	--allow-privileged=true \
 	--kubelet-client-certificate="$T/pki/admin.crt" --kubelet-client-key="$T/pki/admin.key" \
 	--kubelet-preferred-address-types=InternalIP,Hostname
 apiserver_ready() { running etcd && running kube-apiserver && kc get --raw /readyz; }
@@ -291,6 +365,7 @@ start kube-controller-manager "$K8S/kube-controller-manager" \
 	--authorization-kubeconfig="$T/pki/admin.kubeconfig" \
 	--service-account-private-key-file="$T/pki/sa.key" --root-ca-file="$T/pki/ca.crt" \
 	--service-cluster-ip-range="$SERVICE_RANGE" \
+	--allocate-node-cidrs=true --cluster-cidr="$CLUSTER_CIDR" --node-cidr-mask-size=24 \
 	--flex-volume-plugin-dir="$T/volume-plugins" \
 	--leader-elect=false --bind-address=127.0.0.1
 start kube-scheduler "$K8S/kube-scheduler" \
@@ -300,10 +375,6 @@ start kube-scheduler "$K8S/kube-scheduler" \
 
 # ---------------------------------------------------------------- containerd
 
-cp "$EPAIR" "$T/cni-bin/epair"
-cp "$CNI_PLUGINS"/* "$T/cni-bin/"
-epair_conflist "$NET" "$POD_SUBNET" >"$T/cni-conf/10-$NET.conflist"
-
 write_containerd_config
 
 log "containerd"
@@ -311,6 +382,7 @@ start containerd containerd --config "$T/containerd.toml"
 check containerd-ready retry 20 cri info
 check import-pause ctr_ images import "$T/img/pause.tar"
 check import-busybox ctr_ images import "$T/img/busybox.tar"
+check import-epair ctr_ images import "$T/img/epair.tar"
 
 # ---------------------------------------------------------------- kubelet, kube-proxy
 
@@ -357,7 +429,7 @@ apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: iptables
 hostnameOverride: $NODE_NAME
-clusterCIDR: $POD_SUBNET
+clusterCIDR: $CLUSTER_CIDR
 clientConnection: {kubeconfig: $T/pki/admin.kubeconfig}
 bindAddress: 127.0.0.1
 healthzBindAddress: 127.0.0.1:10256
@@ -374,14 +446,157 @@ start kubelet "$K8S/kubelet" --config="$T/kubelet.yaml" --kubeconfig="$T/pki/adm
 start kube-proxy "$K8S/kube-proxy" --config="$T/kube-proxy.yaml" --v=2
 
 KUBELET_T0=$(date +%s%N)
-node_ready() {
+CONFLIST=$T/cni-conf/10-epair.conflist
+# Before epair: the node registers, gets its podCIDR, and is NotReady
+# because the runtime has no network (no conflist yet).
+node_not_ready_without_network() {
+	local node ready
 	running kubelet && running containerd && running kube-proxy || return 1
-	kc get node "$NODE_NAME" -o json | jq -e '.status.conditions[] | select(.type == "Ready" and .status == "True")' >/dev/null ||
-		{ kc get node "$NODE_NAME" -o json | jq '.status.conditions'; return 1; }
+	node=$(kc get node "$NODE_NAME" -o json) || return 1
+	ready=$(jq -c '.status.conditions[]? | select(.type == "Ready") | {status, reason, message}' <<<"$node")
+	echo "Ready: $ready"
+	jq -e '.status == "False" and (.message | test("network not ready|NetworkPluginNotReady|cni"; "i"))' <<<"${ready:-null}" >/dev/null || return 1
+	[ -z "$(ls -A "$T/cni-conf")" ] || { echo "CNI conf dir not empty:"; ls -la "$T/cni-conf"; return 1; }
 }
-check node-ready retry 120 node_ready
-log "node Ready $(( ($(date +%s%N) - KUBELET_T0) / 1000000 )) ms after kubelet started"
+check node-registered-notready-no-network retry 60 node_not_ready_without_network
+log "node registered, NotReady (no network) $(( ($(date +%s%N) - KUBELET_T0) / 1000000 )) ms after kubelet started"
+node_podcidr() {
+	local got
+	got=$(kc get node "$NODE_NAME" -o json | jq -c .spec.podCIDRs)
+	[ "$got" = "[\"$POD_SUBNET\"]" ] || { echo "spec.podCIDRs '$got', want [$POD_SUBNET] (of $CLUSTER_CIDR)"; return 1; }
+}
+check node-podcidr-allocated retry 30 node_podcidr
 check default-serviceaccount retry 60 kc get serviceaccount default
+
+# ---------------------------------------------------------------- install epair
+
+# The manifests as shipped, validated by this apiserver (schema, defaults,
+# admission: privileged, the priority class) without creating anything.
+log "installing epair: kubectl apply --dry-run=server -f conf/kubernetes/epair.yaml"
+check manifests-server-dry-run kc apply --dry-run=server -f "$MANIFESTS"
+nothing_created() {
+	if kc -n kube-system get daemonset/epair serviceaccount/epair -o name 2>/dev/null; then echo "the dry run created them"; return 1; fi
+}
+check dry-run-created-nothing nothing_created
+
+# rewrite_manifests IN OUT: IN as JSON (a List), with what differs on this
+# test node, where the whole node lives under $T: the hostPaths of the CNI
+# dirs, the daemon's run and state dirs point under $T (the pods' netns
+# and /dev/net/tun stay the machine's); --cni-socket tells the agent where
+# the host sees its socket; the suite's pod and Service ranges; the image
+# the suite imported. Everything else is applied as shipped. Logs the diff.
+rewrite_manifests() {
+	kc create --dry-run=client -o json -f "$1" | jq -s '{apiVersion: "v1", kind: "List", items: .}' >"$T/epair-orig.json"
+	jq --arg bin "$T/cni-bin" --arg conf "$T/cni-conf" --arg run "$(agent_run)" --arg state "$(agent_state)" \
+		--arg image "$EPAIR_IMAGE" --arg ipam "$T/ipam" --arg cluster "$CLUSTER_CIDR" --arg service "$SERVICE_RANGE" '
+		{"/opt/cni/bin": $bin, "/etc/cni/net.d": $conf, "/run/epair": $run, "/var/lib/epair": $state} as $paths
+		| .items |= map(if .kind != "DaemonSet" then . else
+			.spec.template.spec.volumes |= map(if .hostPath then .hostPath.path = ($paths[.hostPath.path] // .hostPath.path) else . end)
+			| .spec.template.spec.containers[0] |= (
+				.image = $image
+				| .args = [.args[] | if startswith("--cluster-cidr=") then "--cluster-cidr=" + $cluster
+					elif startswith("--service-cidr=") then "--service-cidr=" + $service else . end]
+					+ ["--cni-socket=" + $run + "/epair.sock", "--cni-ipam-data-dir=" + $ipam])
+		end)' "$T/epair-orig.json" >"$2"
+	# The changed lines, in the log.
+	diff <(jq -S . "$T/epair-orig.json") <(jq -S . "$2") | grep '^[<>]' | sed 's/^/    rewrite: /' || true
+}
+rewrite_manifests "$MANIFESTS" "$T/epair.json"
+log "kubectl apply -f (the rewritten manifests)"
+APPLY_T0=$(date +%s%N)
+check apply-epair kc apply -f "$T/epair.json"
+
+# The node turns Ready only once the agent wrote the conflist: whenever the
+# node is seen Ready, the conflist existed just before (it is looked at
+# first); containerd reloads its CNI config and kubelet reports the
+# runtime's network ready only after that.
+wait_ready_after_conflist() {
+	local end=$(( $(date +%s) + 120 )) had st
+	while :; do
+		had=0
+		[ -s "$CONFLIST" ] && had=1
+		st=$(kc get node "$NODE_NAME" -o json | jq -r '.status.conditions[] | select(.type == "Ready") | .status') || st=unknown
+		if [ "$st" = True ]; then
+			[ "$had" = 1 ] || { echo "node Ready while $CONFLIST did not exist"; ls -la "$T/cni-conf"; return 1; }
+			echo "node Ready, $CONFLIST present"
+			return 0
+		fi
+		[ "$(date +%s)" -lt "$end" ] || { echo "node not Ready"; kc get node "$NODE_NAME" -o json | jq .status.conditions; ls -la "$T/cni-conf"; return 1; }
+		sleep 0.2
+	done
+}
+check node-ready-after-conflist wait_ready_after_conflist
+log "node Ready $(( ($(date +%s%N) - APPLY_T0) / 1000000 )) ms after the apply"
+
+# The conflist is the agent's: rendered from the Node's podCIDRs, the
+# daemon's socket as the host sees it, the MTU of the node's uplink (the
+# link holding its InternalIP); the only file in the conf dir.
+conflist_from_node() {
+	local cidrs mtu ready_at
+	cidrs=$(kc get node "$NODE_NAME" -o json | jq -c '.spec.podCIDRs')
+	mtu=$(ip -n "$NS" -j link show eth0 | jq '.[0].mtu')
+	cat "$CONFLIST"
+	jq -e --argjson cidrs "$cidrs" --arg sock "$(agent_run)/epair.sock" --argjson mtu "$mtu" '
+		.name == "epair" and (.plugins | length) == 1 and .plugins[0].type == "epair"
+		and .plugins[0].socket == $sock and .plugins[0].mtu == $mtu and .plugins[0].ipam.type == "host-local"
+		and [.plugins[0].ipam.ranges[][].subnet] == $cidrs' "$CONFLIST" >/dev/null ||
+		{ echo "not rendered from spec.podCIDRs $cidrs, socket $(agent_run)/epair.sock, uplink MTU $mtu"; return 1; }
+	[ "$(ls -A "$T/cni-conf")" = 10-epair.conflist ] || { echo "conf dir:"; ls -la "$T/cni-conf"; return 1; }
+	# And it was written before the node turned Ready (whole seconds: the
+	# condition's time has no finer grain).
+	ready_at=$(kc get node "$NODE_NAME" -o json | jq -r '.status.conditions[] | select(.type == "Ready") | .lastTransitionTime')
+	[ "$(stat -c %Y "$CONFLIST")" -le "$(date -d "$ready_at" +%s)" ] ||
+		{ echo "conflist written at $(date -d "@$(stat -c %Y "$CONFLIST")" -u +%FT%TZ), after Ready at $ready_at"; return 1; }
+}
+check conflist-rendered-from-podcidr conflist_from_node
+
+# The agent's pod Ready: its readiness probe (/readyz on 127.0.0.1:9807 in
+# the node's netns) answers 200 once the datapath serves and the conflist
+# is written.
+check agent-daemonset-rolled-out kc -n kube-system rollout status daemonset/epair --timeout=90s
+agent_pod() { kc -n kube-system get pods -l "$AGENT_LABEL" -o json | jq -r '.items[] | select(.metadata.deletionTimestamp == null) | .metadata.name'; }
+agent_ready() { # NOT-THIS-POD: one agent pod, Ready, not NOT-THIS-POD ('' for any)
+	local p
+	p=$(agent_pod)
+	if [ -z "$p" ] || [ "$(wc -l <<<"$p")" != 1 ]; then echo "agent pods: '$p'"; return 1; fi
+	[ "$p" != "$1" ] || { echo "still $p"; return 1; }
+	kc -n kube-system get pod "$p" -o json | jq -e '.status.conditions[] | select(.type == "Ready" and .status == "True")' >/dev/null ||
+		{ kc -n kube-system get pod "$p" -o json | jq -c '.status.conditions'; return 1; }
+	echo "$p"
+}
+check agent-pod-ready retry 30 agent_ready ''
+AGENT=$(agent_ready '')
+log "agent pod $AGENT Ready $(( ($(date +%s%N) - APPLY_T0) / 1000000 )) ms after the apply"
+
+# What the agent installed from its image into the (empty) CNI bin dir:
+# epair is the lean build (the one kubelet's runtime execs per pod), the
+# reference plugins are hack/cni-plugins.sh's.
+cni_binaries_installed() {
+	local b
+	ls -la "$T/cni-bin"
+	cmp "$EPAIR" "$T/cni-bin/epair" || { echo "$T/cni-bin/epair is not $EPAIR"; return 1; }
+	for b in host-local loopback portmap; do
+		cmp "$CNI_PLUGINS/$b" "$T/cni-bin/$b" || { echo "$T/cni-bin/$b is not $CNI_PLUGINS/$b"; return 1; }
+	done
+	[ -x "$T/cni-bin/epair" ] || return 1
+}
+check cni-binaries-installed cni_binaries_installed
+
+# A hostNetwork pod shares the network namespace of the runtime that
+# started it: the node's, not the machine's. The agent's daemon answers on
+# the host path of its socket.
+agent_in_node_netns() {
+	local id pid
+	id=$(cri ps -q --state running --name '^epair$' --label io.kubernetes.pod.namespace=kube-system)
+	[ "$(wc -w <<<"$id")" = 1 ] || { echo "agent containers: '$id'"; return 1; }
+	pid=$(cri inspect -o json "$id" | jq -r '.info.pid')
+	[ "$(stat -L -c %i "/proc/$pid/ns/net")" = "$(stat -L -c %i "$NSPATH")" ] ||
+		{ echo "agent (pid $pid) is in $(readlink "/proc/$pid/ns/net"), not $NS"; return 1; }
+	[ "$(stat -L -c %i "/proc/$pid/ns/net")" != "$(stat -L -c %i /proc/self/ns/net)" ] || { echo "agent in the machine's netns"; return 1; }
+	innode bash -c 'exec 3<>/dev/tcp/127.0.0.1/9807 && printf "GET /readyz HTTP/1.0\r\n\r\n" >&3 && cat <&3' | has '^HTTP/1\.[01] 200'
+	ep pair list
+}
+check agent-in-node-netns-and-daemon-answers agent_in_node_netns
 
 # ---------------------------------------------------------------- workload
 
@@ -453,6 +668,10 @@ host_side() { # a pair per pod, a /32 route per pod via an epair b end, the gate
 			{ echo "no host route to $ip via an epair b end:"; ip -n "$NS" -4 route; return 1; }
 	done
 	ip -n "$NS" -4 addr show | has "inet $POD_GW/32" || { echo "no gateway $POD_GW/32 on a b end"; ip -n "$NS" addr; return 1; }
+	# One reservation per pod where the agent's conflist keeps them (and
+	# where the leftover checks look).
+	n=$(our_reservations | wc -l)
+	[ "$n" = "$REPLICAS" ] || { echo "$n host-local reservations of our pods in $IPAM_DIR"; ls -la "$IPAM_DIR"; return 1; }
 }
 check node-side-pairs-and-routes host_side
 
@@ -530,6 +749,55 @@ check pod-b-to-new-pod-tcp hello "$B" "$IPD" 8080 "$D"
 check new-pod-to-pod-c-tcp hello "$D" "$IPC" 8080 "$C"
 check new-pod-to-service-clusterip service_hellos "$D"
 
+# ---------------------------------------------------------------- agent restart
+
+# The agent's pod deleted while the app runs (what a rolling update or a
+# crash does): the DaemonSet's new pod re-attaches its daemon to the
+# persistent TAPs from the state in /var/lib/epair. The pods keep their
+# eth0 (same ifindex and MAC: the same interface, not a new one) and their
+# traffic flows again.
+eth0_ids() { kc exec "$1" -- cat /sys/class/net/eth0/ifindex /sys/class/net/eth0/address | tr '\n' ' '; }
+declare -A ETH0=()
+for p in "$B" "$C" "$D"; do
+	ETH0[$p]=$(eth0_ids "$p")
+	log "pod $p eth0: ifindex/MAC ${ETH0[$p]}"
+done
+# Both ends of every pair as the daemon reports them (unit, names,
+# ifindex, MAC): the new daemon must report the same TAPs, forwarding.
+pair_ends() { ep pair list | jq -c 'map({unit, a: (.a | {name, ifindex, mac}), b: (.b | {name, ifindex, mac})}) | sort_by(.unit)'; }
+PAIRS_BEFORE=$(pair_ends)
+log "deleting the agent's pod $AGENT while the app runs"
+RESTART_T0=$(date +%s%N)
+check delete-agent-pod kc -n kube-system delete pod "$AGENT" --wait=true --timeout=60s
+check new-agent-pod-ready retry 90 agent_ready "$AGENT"
+log "agent pod $(agent_ready '') Ready $(( ($(date +%s%N) - RESTART_T0) / 1000000 )) ms after the delete"
+check new-agent-in-node-netns-and-daemon-answers agent_in_node_netns
+same_eth0() {
+	local p now
+	for p in "$B" "$C" "$D"; do
+		now=$(eth0_ids "$p")
+		[ "$now" = "${ETH0[$p]}" ] || { echo "pod $p eth0 was '${ETH0[$p]}', now '$now'"; return 1; }
+	done
+	echo "eth0 unchanged in $B $C $D"
+}
+check pods-keep-eth0-across-agent-restart same_eth0
+pairs_kept() {
+	local n now
+	n=$(ep pair list | jq '[.[] | select(.forwarding)] | length')
+	[ "$n" = "$REPLICAS" ] || { echo "pair list has $n forwarding pairs, want $REPLICAS"; ep pair list; return 1; }
+	now=$(pair_ends)
+	[ "$now" = "$PAIRS_BEFORE" ] || { echo "pairs before the restart: $PAIRS_BEFORE"; echo "after: $now"; return 1; }
+}
+check pairs-reattached-after-agent-restart retry 10 pairs_kept
+# The app pods' readiness probes (TCP from the node) failed while nothing
+# forwarded; wait until kubelet sees them again.
+check app-pods-ready-again kc wait --for=condition=Ready pod -l "app=$APP" --timeout=60s
+check after-restart-pod-b-to-new-pod-ping retry 10 kc exec "$B" -- ping -c 2 -i 0.2 -W 2 "$IPD"
+check after-restart-pod-b-to-pod-c-tcp hello "$B" "$IPC" 8080 "$C"
+check after-restart-new-pod-to-pod-b-tcp hello "$D" "$IPB" 8080 "$B"
+check after-restart-pod-c-to-service-clusterip service_hellos "$C"
+log "traffic back $(( ($(date +%s%N) - RESTART_T0) / 1000000 )) ms after the agent's pod was deleted"
+
 # ---------------------------------------------------------------- teardown
 
 log "deleting the Deployment and the Service"
@@ -539,22 +807,46 @@ pods_gone() { local l; l=$(kc get pods -l "app=$APP" -o name); [ -z "$l" ] || { 
 check pods-gone retry 90 pods_gone
 log "pods gone $(( ($(date +%s%N) - DEL_T0) / 1000000 )) ms after the delete"
 
-nothing_left() {
-	local bad=0 x ip
-	x=$(ep pair list | tr -d ' \t\n')
-	[ "$x" = "[]" ] || { echo "pairs left: $x"; bad=1; }
+nothing_left() { # [no-daemon]: also when the agent is gone
+	local bad=0 x ip id
+	if [ "${1:-}" != no-daemon ]; then
+		x=$(ep pair list | tr -d ' \t\n')
+		[ "$x" = "[]" ] || { echo "pairs left: $x"; bad=1; }
+	fi
 	x=$(ip -n "$NS" -o link | awk -F': ' '{print $2}' | grep -E '^epair[0-9]+[ab]') && { echo "epair links left in $NS: $x"; bad=1; }
 	x=$(ip -o link | awk -F': ' '{print $2}' | sed 's/@.*//' | grep epair | sort | comm -13 "$T/links-before" -) &&
 		[ -n "$x" ] && { echo "new epair links in the machine's namespace: $x"; bad=1; }
 	for ip in "${IPS[@]}"; do
 		x=$(ip -n "$NS" -4 route show "$ip/32") && [ -n "$x" ] && { echo "route to $ip left: $x"; bad=1; }
 	done
-	x=$(find "$T/ipam/$NET" -mindepth 1 ! -name lock ! -name 'last_reserved_ip.*' -printf '%f ')
-	[ -z "$x" ] || { echo "host-local reservations left in $T/ipam/$NET: $x"; bad=1; }
+	x=$(our_reservations)
+	[ -z "$x" ] || { echo "host-local reservations of our pods left in $IPAM_DIR: $x"; bad=1; }
 	while read -r p; do [ -e "$p" ] && { echo "pod netns $p left"; bad=1; }; done <"$T/netns-paths"
-	x=$(find /var/lib/cni/results -maxdepth 1 -name "$NET-*" 2>/dev/null)
-	[ -z "$x" ] || { echo "libcni cache left: $x"; bad=1; }
+	# Our sandboxes: the ids in this containerd's log.
+	while read -r id; do
+		[ -e "/var/lib/cni/results/$NET-$id-eth0" ] && { echo "libcni cache left: /var/lib/cni/results/$NET-$id-eth0"; bad=1; }
+	done < <(grep -oE '[0-9a-f]{64}' "$T/log/containerd.log" | sort -u)
 	return $bad
 }
 check nothing-left-after-delete retry 30 nothing_left
 log "network torn down $(( ($(date +%s%N) - DEL_T0) / 1000000 )) ms after the delete"
+
+# ---------------------------------------------------------------- uninstall
+
+# epair removed the way it was installed. After the app: the pairs are the
+# pods' network, and only the agent's daemon (CNI DEL) removes them.
+log "uninstalling epair: kubectl delete -f (the applied manifests)"
+UNINSTALL_T0=$(date +%s%N)
+check uninstall-epair kc delete -f "$T/epair.json" --wait=true --timeout=60s
+agent_gone() {
+	local x
+	x=$(kc -n kube-system get pods -l "$AGENT_LABEL" -o name)
+	[ -z "$x" ] || { echo "agent pods left: $x"; return 1; }
+	x=$(cri ps -q --state running --name '^epair$')
+	[ -z "$x" ] || { echo "agent containers running: $x"; return 1; }
+	if ep pair list >/dev/null 2>&1; then echo "the daemon still answers"; return 1; fi
+}
+check agent-gone retry 60 agent_gone
+log "agent gone $(( ($(date +%s%N) - UNINSTALL_T0) / 1000000 )) ms after the delete"
+check nothing-left-after-uninstall nothing_left no-daemon
+log "left on the node after the uninstall: CNI bin dir: $(find "$T/cni-bin" -mindepth 1 -printf '%f '); conf dir: $(find "$T/cni-conf" -mindepth 1 -printf '%f ')"

@@ -1,7 +1,7 @@
 // Command ociimage writes a single-layer OCI image-layout tar archive that
 // `ctr images import` accepts, without Docker or a registry:
 //
-//	ociimage -name localhost/x:v1 -o x.tar [-entrypoint /pause] [-cmd "sleep 1"] [-env K=V]... ENTRY...
+//	ociimage -name localhost/x:v1 -o x.tar [-entrypoint /pause] [-cmd "sleep 1"] [-env K=V]... [-label K=V]... ENTRY...
 //
 // ENTRY is one of
 //
@@ -67,18 +67,29 @@ func main() {
 	cmd := flag.String("cmd", "", "cmd, split on spaces")
 	var env multi
 	flag.Var(&env, "env", "K=V in the image config (repeatable; default PATH=/bin:/usr/bin:/sbin:/usr/sbin)")
+	var labels multi
+	flag.Var(&labels, "label", "K=V label in the image config (repeatable)")
 	flag.Parse()
 	if *name == "" || *out == "" {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := run(*name, *out, *entrypoint, *cmd, env, flag.Args()); err != nil {
+	lm := map[string]string{}
+	for _, l := range labels {
+		k, v, ok := strings.Cut(l, "=")
+		if !ok || k == "" {
+			fmt.Fprintf(os.Stderr, "ociimage: bad label %q (want K=V)\n", l)
+			os.Exit(2)
+		}
+		lm[k] = v
+	}
+	if err := run(*name, *out, *entrypoint, *cmd, env, lm, flag.Args()); err != nil {
 		fmt.Fprintln(os.Stderr, "ociimage:", err)
 		os.Exit(1)
 	}
 }
 
-func run(name, out, entrypoint, cmd string, env []string, specs []string) error {
+func run(name, out, entrypoint, cmd string, env []string, labels map[string]string, specs []string) error {
 	entries := map[string]*entry{}
 	addDirs := func(p string) {
 		for d := path.Dir(p); d != "." && d != "/"; d = path.Dir(d) {
@@ -159,18 +170,22 @@ func run(name, out, entrypoint, cmd string, env []string, specs []string) error 
 	if len(env) == 0 {
 		env = []string{"PATH=/bin:/usr/bin:/sbin:/usr/sbin"}
 	}
+	cfg := map[string]any{
+		"Env":        env,
+		"Entrypoint": fields(entrypoint),
+		"Cmd":        fields(cmd),
+		"WorkingDir": "/",
+	}
+	if len(labels) > 0 {
+		cfg["Labels"] = labels // encoding/json sorts map keys: same digests
+	}
 	imgConfig := map[string]any{
 		"created":      epoch.Format(time.RFC3339),
 		"architecture": runtime.GOARCH,
 		"os":           "linux",
-		"config": map[string]any{
-			"Env":        env,
-			"Entrypoint": fields(entrypoint),
-			"Cmd":        fields(cmd),
-			"WorkingDir": "/",
-		},
-		"rootfs":  map[string]any{"type": "layers", "diff_ids": []string{layerDigest}},
-		"history": []map[string]any{{"created": epoch.Format(time.RFC3339), "created_by": "hack/ociimage"}},
+		"config":       cfg,
+		"rootfs":       map[string]any{"type": "layers", "diff_ids": []string{layerDigest}},
+		"history":      []map[string]any{{"created": epoch.Format(time.RFC3339), "created_by": "hack/ociimage"}},
 	}
 	configJSON, err := json.Marshal(imgConfig)
 	if err != nil {

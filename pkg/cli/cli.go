@@ -40,6 +40,9 @@ Every command that talks to the daemon takes --socket PATH (default ` + api.Defa
 // errUsage marks errors that are the caller's words being off.
 var errUsage = errors.New("usage")
 
+// errHelpShown: a command's -h printed its flags; nothing more to say.
+var errHelpShown = errors.New("help shown")
+
 // Main runs the CLI and returns the exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
 	err := run(args, stdout, stderr)
@@ -48,6 +51,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	if errors.Is(err, errHelpShown) {
 		return 0
 	}
 	fmt.Fprintf(stderr, "epair: %v\n", err)
@@ -93,7 +99,11 @@ func newFlags(name string) (*flag.FlagSet, *string) {
 func parse(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return err
+			// The command's own flags, not the general usage.
+			fmt.Fprintf(os.Stdout, "usage: epair %s [flags]\n\nflags:\n", fs.Name())
+			fs.SetOutput(os.Stdout)
+			fs.PrintDefaults()
+			return errHelpShown
 		}
 		return fmt.Errorf("%w: %s: %w", errUsage, fs.Name(), err)
 	}
@@ -109,6 +119,7 @@ func runDaemon(args []string) error {
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	peerPoll := fs.Bool("peer-poll", true, "after writing into a TAP, read its answer at once")
 	busyPoll := fs.Duration("busy-poll", 0, "keep polling a queue this long after its last frame (0: sleep at once)")
+	kf := kubeFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -126,13 +137,26 @@ func runDaemon(args []string) error {
 	if err := lv.UnmarshalText([]byte(*level)); err != nil {
 		return fmt.Errorf("%w: --log-level: %w", errUsage, err)
 	}
-	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv})))
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	return daemon.Run(ctx, daemon.Options{
+	opts := daemon.Options{
 		Socket: *sock, StateDir: *stateDir,
 		Core:     epair.Config{Queues: *queues, QueueLen: *qlen, Policy: pol},
 		Datapath: datapath.Options{PeerPoll: *peerPoll, BusyPoll: *busyPoll},
+	}
+	var ko *KubeOptions
+	if kf.enabled {
+		if ko, err = kf.options(*sock); err != nil {
+			return err
+		}
+	}
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv})))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if ko == nil {
+		return daemon.Run(ctx, opts)
+	}
+	return Kubernetes(ctx, *ko, func(ctx context.Context, ready func()) error {
+		opts.Ready = ready
+		return daemon.Run(ctx, opts)
 	})
 }
 

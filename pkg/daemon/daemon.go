@@ -20,6 +20,9 @@ type Options struct {
 	StateDir string
 	Core     epair.Config
 	Datapath datapath.Options
+	// Ready, when set, is called once the socket serves (the Kubernetes
+	// agent's readiness waits for it).
+	Ready func()
 }
 
 // Daemon is a running node agent.
@@ -60,6 +63,9 @@ func Run(ctx context.Context, opts Options) error {
 	srv := &http.Server{Handler: d.handler(), ConnContext: connContext, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
+	if opts.Ready != nil {
+		opts.Ready()
+	}
 	cfg := core.Config()
 	slog.Info("epair daemon ready", "socket", opts.Socket, "state", opts.StateDir,
 		"pairs", m.Len(), "queues", cfg.Queues, "policy", cfg.Policy.String(),

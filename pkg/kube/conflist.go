@@ -1,0 +1,154 @@
+package kube
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+
+	"github.com/epair-cni/epair/pkg/api"
+)
+
+// NetworkName is the name of the network in the conflist epair writes.
+const NetworkName = "epair"
+
+// ConflistParams is what the node's conflist is made of.
+type ConflistParams struct {
+	// PodCIDRs of the node (spec.podCIDRs): at most one per family.
+	PodCIDRs []netip.Prefix
+	// MTU of both ends of every pair.
+	MTU int
+	// Socket is the daemon's socket as the host (the kubelet's runtime,
+	// which execs the plugin) sees it.
+	Socket string
+	// DataDir is host-local's dataDir; empty keeps host-local's default
+	// (/var/lib/cni/networks). Tests set it so that several "nodes" on one
+	// machine do not share reservations.
+	DataDir string
+}
+
+type ipRange struct {
+	Subnet string `json:"subnet"`
+}
+
+type route struct {
+	Dst string `json:"dst"`
+}
+
+type ipamConf struct {
+	Type    string      `json:"type"`
+	DataDir string      `json:"dataDir,omitempty"`
+	Ranges  [][]ipRange `json:"ranges"`
+	Routes  []route     `json:"routes"`
+}
+
+type pluginConf struct {
+	Type   string   `json:"type"`
+	Mode   string   `json:"mode"`
+	MTU    int      `json:"mtu"`
+	Socket string   `json:"socket"`
+	IPAM   ipamConf `json:"ipam"`
+}
+
+type conflist struct {
+	CNIVersion  string       `json:"cniVersion"`
+	CNIVersions []string     `json:"cniVersions"`
+	Name        string       `json:"name"`
+	Plugins     []pluginConf `json:"plugins"`
+}
+
+// RenderConflist returns the node's conflist: the routed epair plugin with
+// one host-local range per podCIDR and a default route per family. It
+// refuses what would make a broken config (no podCIDR, two of one family,
+// an MTU out of range, a relative socket) rather than write it.
+func RenderConflist(p ConflistParams) ([]byte, error) {
+	if len(p.PodCIDRs) == 0 {
+		return nil, errors.New("no podCIDR")
+	}
+	if p.MTU < api.MinMTU || p.MTU > api.MaxMTU {
+		return nil, fmt.Errorf("mtu %d is out of range %d..%d", p.MTU, api.MinMTU, api.MaxMTU)
+	}
+	if !filepath.IsAbs(p.Socket) {
+		return nil, fmt.Errorf("socket %q is not an absolute path", p.Socket)
+	}
+	ipam := ipamConf{Type: "host-local", DataDir: p.DataDir, Routes: []route{}}
+	seen := map[bool]bool{}
+	for _, c := range p.PodCIDRs {
+		if !c.IsValid() || c.Masked() != c {
+			return nil, fmt.Errorf("podCIDR %v is not a network prefix", c)
+		}
+		v4 := c.Addr().Is4()
+		if seen[v4] {
+			return nil, fmt.Errorf("podCIDRs %v hold two of one IP family", p.PodCIDRs)
+		}
+		seen[v4] = true
+		ipam.Ranges = append(ipam.Ranges, []ipRange{{Subnet: c.String()}})
+		dst := "::/0"
+		if v4 {
+			dst = "0.0.0.0/0"
+		}
+		ipam.Routes = append(ipam.Routes, route{Dst: dst})
+	}
+	b, err := json.MarshalIndent(conflist{
+		CNIVersion:  "1.0.0",
+		CNIVersions: []string{"1.0.0", "1.1.0"},
+		Name:        NetworkName,
+		Plugins:     []pluginConf{{Type: "epair", Mode: "routed", MTU: p.MTU, Socket: p.Socket, IPAM: ipam}},
+	}, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode conflist: %w", err)
+	}
+	return append(b, '\n'), nil
+}
+
+// WriteFileAtomic replaces path with data unless it already holds exactly
+// that, through a temporary file in the same directory, fsync and rename:
+// a reader (the runtime watching the CNI conf dir) sees the old file or the
+// new one, never half of one. It reports whether it wrote.
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) (bool, error) {
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+		return false, nil
+	}
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return false, fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // a no-op once renamed
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return false, fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return false, fmt.Errorf("chmod %s: %w", tmp, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return false, fmt.Errorf("fsync %s: %w", tmp, err)
+	}
+	if err := f.Close(); err != nil {
+		return false, fmt.Errorf("close %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return false, fmt.Errorf("rename %s: %w", tmp, err)
+	}
+	return true, syncDir(dir)
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", dir, err)
+	}
+	return nil
+}
