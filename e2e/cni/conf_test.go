@@ -13,7 +13,7 @@ import (
 
 func confFiles(t *testing.T) []string {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(harness.RepoRoot(t), "conf", "*"))
+	files, err := filepath.Glob(filepath.Join(harness.RepoRoot(t), "conf", "*.conflist"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no files in conf/: %v", err)
 	}
