@@ -37,11 +37,19 @@ const (
 	serviceCIDR = "10.233.0.0/16"
 	externalIP  = "10.231.0.100" // a host on the fabric that is not a node
 	uplinkMTU   = 1400           // the nodes' uplink: the pods must get it
+
+	// IPv6, for the dual-stack test: node N is fd00:231::1N on the fabric
+	// (a /64) and has pods in fd00:232:N::/64.
+	clusterCIDR6 = "fd00:232::/32"
+	serviceCIDR6 = "fd00:233::/112"
+	externalIP6  = "fd00:231::100"
 )
 
 func nodeIP(i int) string   { return fmt.Sprintf("10.231.0.%d", 10+i) }
 func podCIDR(i int) string  { return fmt.Sprintf("10.232.%d.0/24", i) }
 func nodeName(i int) string { return fmt.Sprintf("node%d", i) }
+func nodeIP6(i int) string  { return fmt.Sprintf("fd00:231::%d", 10+i) }
+func podCIDR6(i int) string { return fmt.Sprintf("fd00:232:%d::/64", i) }
 
 // node is one fake Kubernetes node.
 type node struct {
@@ -52,6 +60,7 @@ type node struct {
 	cni     *harness.CNI
 	confDir string
 	health  *kube.Health
+	newNS   func(*testing.T) ns.NetNS // for its pods
 }
 
 func (n *node) confPath() string { return filepath.Join(n.confDir, "10-epair.conflist") }
@@ -63,19 +72,36 @@ type cluster struct {
 	client           *fake.Clientset
 	nodes            map[string]*node
 	veths            int
+	// dual: the nodes, pods and external host have IPv6 on, and every
+	// namespace on the fabric an IPv6 address (a /64) as well.
+	dual bool
 }
 
-func newCluster(t *testing.T) *cluster {
+func newCluster(t *testing.T) *cluster { return newClusterOf(t, false) }
+
+// newDualCluster is newCluster for dual-stack nodes.
+func newDualCluster(t *testing.T) *cluster { return newClusterOf(t, true) }
+
+func newClusterOf(t *testing.T, dual bool) *cluster {
 	t.Helper()
 	harness.RequireRoot(t)
-	c := &cluster{client: fake.NewClientset(), nodes: map[string]*node{}}
+	c := &cluster{client: fake.NewClientset(), nodes: map[string]*node{}, dual: dual}
 	c.fabric = harness.NewNS(t)
 	c.fh = handle(t, c.fabric)
 	harness.MustRun(t, c.fabric, "ip", "link", "add", "br0", "type", "bridge")
 	harness.MustRun(t, c.fabric, "ip", "link", "set", "br0", "up")
-	c.external = harness.NewNS(t)
-	c.attach(t, c.external, externalIP)
+	c.external = c.newNS(t)
+	c.attach(t, c.external, externalIP, externalIP6)
 	return c
+}
+
+// newNS makes a node's, pod's or host's namespace: with IPv6 on when dual.
+func (c *cluster) newNS(t *testing.T) ns.NetNS {
+	t.Helper()
+	if c.dual {
+		return harness.NewNSWithIPv6(t)
+	}
+	return harness.NewNS(t)
 }
 
 func handle(t *testing.T, n ns.NetNS) *netlink.Handle {
@@ -88,8 +114,9 @@ func handle(t *testing.T, n ns.NetNS) *netlink.Handle {
 	return h
 }
 
-// attach plugs n into the bridge as eth0 with ip/24 and the uplink MTU.
-func (c *cluster) attach(t *testing.T, n ns.NetNS, ip string) {
+// attach plugs n into the bridge as eth0 with ip/24 and the uplink MTU, and
+// in a dual-stack cluster ip6/64 too (nodad: usable at once).
+func (c *cluster) attach(t *testing.T, n ns.NetNS, ip, ip6 string) {
 	t.Helper()
 	c.veths++
 	br, err := c.fh.LinkByName("br0")
@@ -105,15 +132,24 @@ func (c *cluster) attach(t *testing.T, n ns.NetNS, ip string) {
 	}
 	harness.MustRun(t, c.fabric, "ip", "link", "set", v.Name, "up")
 	harness.MustRun(t, n, "ip", "addr", "add", ip+"/24", "dev", "eth0")
+	if c.dual {
+		harness.MustRun(t, n, "ip", "addr", "add", ip6+"/64", "dev", "eth0", "nodad")
+	}
 	harness.MustRun(t, n, "ip", "link", "set", "eth0", "up")
 }
 
 // addNode makes a node namespace on the fabric with a daemon and an agent.
 func (c *cluster) addNode(t *testing.T, i int) *node {
 	t.Helper()
-	n := &node{name: nodeName(i), ns: harness.NewNS(t), confDir: t.TempDir(), health: &kube.Health{}}
+	n := &node{name: nodeName(i), ns: c.newNS(t), confDir: t.TempDir(), health: &kube.Health{}, newNS: c.newNS}
 	n.h = handle(t, n.ns)
-	c.attach(t, n.ns, nodeIP(i))
+	c.attach(t, n.ns, nodeIP(i), nodeIP6(i))
+	clusterCIDRs := []netip.Prefix{netip.MustParsePrefix(clusterCIDR)}
+	serviceCIDRs := []netip.Prefix{netip.MustParsePrefix(serviceCIDR)}
+	if c.dual {
+		clusterCIDRs = append(clusterCIDRs, netip.MustParsePrefix(clusterCIDR6))
+		serviceCIDRs = append(serviceCIDRs, netip.MustParsePrefix(serviceCIDR6))
+	}
 	n.d = harness.StartDaemonIn(t, n.ns)
 	n.health.SetDatapathReady() // StartDaemonIn returns once it answers
 	n.cni = harness.NewCNI(t, n.ns)
@@ -121,8 +157,8 @@ func (c *cluster) addNode(t *testing.T, i int) *node {
 		NodeName: n.name, Client: c.client.CoreV1(),
 		ConfDir: n.confDir, Socket: n.d.Socket, DataDir: t.TempDir(),
 		Uplink:       func(ip netip.Addr) (string, int, error) { return kube.UplinkMTU(n.h, ip) },
-		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix(clusterCIDR)},
-		ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix(serviceCIDR)},
+		ClusterCIDRs: clusterCIDRs,
+		ServiceCIDRs: serviceCIDRs,
 		Router:       &kube.NetlinkRouter{H: n.h},
 		Masq:         &kube.NftMasq{NetNSFd: int(n.ns.Fd())},
 		Health:       n.health,
@@ -150,7 +186,19 @@ func nodeObject(name, cidr string, ips ...string) *corev1.Node {
 	if cidr != "" {
 		o.Spec.PodCIDR, o.Spec.PodCIDRs = cidr, []string{cidr}
 	}
-	o.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeHostName, Address: name}}
+	return withAddresses(o, ips...)
+}
+
+// dualNodeObject is a Node with the podCIDRs of both families (IPv4 first,
+// as kube-controller-manager assigns them) and both InternalIPs.
+func dualNodeObject(i int) *corev1.Node {
+	o := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName(i)}}
+	o.Spec.PodCIDR, o.Spec.PodCIDRs = podCIDR(i), []string{podCIDR(i), podCIDR6(i)}
+	return withAddresses(o, nodeIP(i), nodeIP6(i))
+}
+
+func withAddresses(o *corev1.Node, ips ...string) *corev1.Node {
+	o.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeHostName, Address: o.Name}}
 	for _, ip := range ips {
 		o.Status.Addresses = append(o.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: ip})
 	}
@@ -201,10 +249,15 @@ func eventually(t *testing.T, what string, cond func() error) {
 	t.Fatalf("timed out waiting for %s: %v", what, err)
 }
 
-// routes returns the node's main-table routes as "dst via gw proto N".
+// routes returns the node's main-table IPv4 routes as "dst via gw proto N".
 func (n *node) routes(t *testing.T) []string {
 	t.Helper()
-	rs, err := n.h.RouteList(nil, netlink.FAMILY_V4)
+	return n.routesOf(t, netlink.FAMILY_V4)
+}
+
+func (n *node) routesOf(t *testing.T, family int) []string {
+	t.Helper()
+	rs, err := n.h.RouteList(nil, family)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,12 +272,23 @@ func (n *node) routes(t *testing.T) []string {
 	return out
 }
 
-// routesAre waits until the node's gateway routes are exactly want.
+// routesAre waits until the node's IPv4 gateway routes are exactly want.
 func (n *node) routesAre(t *testing.T, want ...string) {
+	t.Helper()
+	n.routesOfAre(t, netlink.FAMILY_V4, want...)
+}
+
+// routes6Are waits until the node's IPv6 gateway routes are exactly want.
+func (n *node) routes6Are(t *testing.T, want ...string) {
+	t.Helper()
+	n.routesOfAre(t, netlink.FAMILY_V6, want...)
+}
+
+func (n *node) routesOfAre(t *testing.T, family int, want ...string) {
 	t.Helper()
 	slices.Sort(want)
 	eventually(t, n.name+"'s routes", func() error {
-		if got := n.routes(t); !slices.Equal(got, want) {
+		if got := n.routesOf(t, family); !slices.Equal(got, want) {
 			return fmt.Errorf("got %q, want %q", got, want)
 		}
 		return nil
@@ -235,10 +299,15 @@ func epairRoute(i int) string {
 	return fmt.Sprintf("%s via %s proto %d", podCIDR(i), nodeIP(i), kube.RouteProtocol)
 }
 
-// pod is one pod made through libcni with its node's conflist.
+func epairRoute6(i int) string {
+	return fmt.Sprintf("%s via %s proto %d", podCIDR6(i), nodeIP6(i), kube.RouteProtocol)
+}
+
+// pod is one pod made through libcni with its node's conflist: ip is its
+// IPv4 address, ip6 its IPv6 one ("" when it has none).
 type pod struct {
-	ns ns.NetNS
-	ip string
+	ns      ns.NetNS
+	ip, ip6 string
 }
 
 var ids atomic.Int64
@@ -249,7 +318,7 @@ func (n *node) pod(t *testing.T) *pod {
 	if err != nil {
 		t.Fatalf("%s's conflist: %v", n.name, err)
 	}
-	p := &pod{ns: harness.NewNS(t)}
+	p := &pod{ns: n.newNS(t)}
 	rt := harness.RuntimeConf(fmt.Sprintf("mn-%d-%d", os.Getpid(), ids.Add(1)), p.ns, "eth0")
 	res, err := n.cni.Add(list, rt)
 	if err != nil {
@@ -260,7 +329,13 @@ func (n *node) pod(t *testing.T) *pod {
 			t.Errorf("DEL on %s: %v", n.name, err)
 		}
 	})
-	p.ip = res.IPs[0].Address.IP.String()
+	for _, ipc := range res.IPs {
+		if ipc.Address.IP.To4() != nil {
+			p.ip = ipc.Address.IP.String()
+		} else {
+			p.ip6 = ipc.Address.IP.String()
+		}
+	}
 	return p
 }
 
@@ -277,7 +352,7 @@ func sourceSeen(t *testing.T, from, to ns.NetNS, toIP string) string {
 	t.Helper()
 	var ln net.Listener
 	if err := to.Do(func(ns.NetNS) (err error) {
-		ln, err = net.Listen("tcp4", net.JoinHostPort(toIP, "0"))
+		ln, err = net.Listen("tcp", net.JoinHostPort(toIP, "0"))
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -294,7 +369,7 @@ func sourceSeen(t *testing.T, from, to ns.NetNS, toIP string) string {
 		seen <- c.RemoteAddr().(*net.TCPAddr).IP.String()
 	}()
 	if err := from.Do(func(ns.NetNS) error {
-		c, err := net.DialTimeout("tcp4", ln.Addr().String(), 5*time.Second)
+		c, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
 		if err != nil {
 			return err
 		}
@@ -417,5 +492,98 @@ func TestMultiNode(t *testing.T) {
 		if len(rs) != 2 {
 			t.Errorf("node1 has %d routes of protocol %d, want 2: %v", len(rs), kube.RouteProtocol, rs)
 		}
+	})
+}
+
+// TestDualStack runs two dual-stack nodes: IPv4 and IPv6 InternalIPs and
+// podCIDRs. Each pod gets an address of both families, each node routes
+// the other's IPv6 podCIDR via its IPv6 InternalIP, and pods reach each
+// other over IPv6 with their own addresses.
+func TestDualStack(t *testing.T) {
+	c := newDualCluster(t)
+	for i := 1; i <= 2; i++ {
+		c.create(t, dualNodeObject(i))
+	}
+	n1, n2 := c.addNode(t, 1), c.addNode(t, 2)
+	c.watching(t)
+	for _, n := range []*node{n1, n2} {
+		eventually(t, n.name+" ready", func() error {
+			if ok, why := n.health.Ready(); !ok {
+				return fmt.Errorf("%s", why)
+			}
+			return nil
+		})
+	}
+	t.Run("routes", func(t *testing.T) {
+		n1.routesAre(t, epairRoute(2))
+		n2.routesAre(t, epairRoute(1))
+		n1.routes6Are(t, epairRoute6(2))
+		n2.routes6Are(t, epairRoute6(1))
+	})
+	t.Run("conflist has both ranges", func(t *testing.T) {
+		b, err := os.ReadFile(n1.confPath())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{
+			`"subnet": "` + podCIDR(1) + `"`, `"subnet": "` + podCIDR6(1) + `"`,
+			`"dst": "0.0.0.0/0"`, `"dst": "::/0"`, fmt.Sprintf(`"mtu": %d`, uplinkMTU),
+		} {
+			if !strings.Contains(string(b), want) {
+				t.Errorf("conflist lacks %s:\n%s", want, b)
+			}
+		}
+	})
+
+	p1, p2 := n1.pod(t), n2.pod(t)
+	t.Run("pods get both families", func(t *testing.T) {
+		for i, p := range []*pod{p1, p2} {
+			c4, c6 := netip.MustParsePrefix(podCIDR(i+1)), netip.MustParsePrefix(podCIDR6(i+1))
+			a4, err4 := netip.ParseAddr(p.ip)
+			a6, err6 := netip.ParseAddr(p.ip6)
+			if err4 != nil || err6 != nil || !c4.Contains(a4) || !c6.Contains(a6) {
+				t.Errorf("pod on node%d has %q and %q, want one in %s and one in %s", i+1, p.ip, p.ip6, c4, c6)
+			}
+		}
+	})
+	t.Run("pods reach pods on other nodes over IPv6", func(t *testing.T) {
+		ping6(t, p1, p2.ip6)
+		ping6(t, p2, p1.ip6)
+		ping(t, p1, p2.ip) // and still over IPv4
+	})
+	t.Run("pod to pod keeps the pod's IPv6 address", func(t *testing.T) {
+		if got := sourceSeen(t, p1.ns, p2.ns, p2.ip6); got != p1.ip6 {
+			t.Errorf("pod2 saw %s, want pod1's %s", got, p1.ip6)
+		}
+	})
+	t.Run("pod to outside over IPv6 is masqueraded", func(t *testing.T) {
+		if got := sourceSeen(t, p1.ns, c.external, externalIP6); got != nodeIP6(1) {
+			t.Errorf("external host saw %s, want node1's %s", got, nodeIP6(1))
+		}
+	})
+	t.Run("epair routes carry epair's protocol only", func(t *testing.T) {
+		rs, err := n1.h.RouteListFiltered(netlink.FAMILY_ALL,
+			&netlink.Route{Protocol: kube.RouteProtocol, Table: unix.RT_TABLE_MAIN},
+			netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rs) != 2 {
+			t.Errorf("node1 has %d routes of protocol %d, want 2 (one per family): %v", len(rs), kube.RouteProtocol, rs)
+		}
+	})
+}
+
+// ping6 pings over IPv6, retrying for a while: the first neighbour
+// discoveries on a fresh fabric can take a moment.
+func ping6(t *testing.T, from *pod, to string) {
+	t.Helper()
+	var out string
+	eventually(t, "ping -6 "+to+" from "+from.ip6, func() (err error) {
+		out, err = harness.Run(t, from.ns, "ping", "-6", "-c", "1", "-W", "2", to)
+		if err != nil {
+			return fmt.Errorf("%v\n%s", err, out)
+		}
+		return nil
 	})
 }
