@@ -483,15 +483,7 @@ func TestMultiNode(t *testing.T) {
 		ping(t, p1, p2.ip)
 	})
 	t.Run("epair routes carry epair's protocol only", func(t *testing.T) {
-		rs, err := n1.h.RouteListFiltered(netlink.FAMILY_ALL,
-			&netlink.Route{Protocol: kube.RouteProtocol, Table: unix.RT_TABLE_MAIN},
-			netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(rs) != 2 {
-			t.Errorf("node1 has %d routes of protocol %d, want 2: %v", len(rs), kube.RouteProtocol, rs)
-		}
+		epairRoutesAre(t, n1, 2) // what the changes above left: node2 and node4
 	})
 }
 
@@ -562,15 +554,7 @@ func TestDualStack(t *testing.T) {
 		}
 	})
 	t.Run("epair routes carry epair's protocol only", func(t *testing.T) {
-		rs, err := n1.h.RouteListFiltered(netlink.FAMILY_ALL,
-			&netlink.Route{Protocol: kube.RouteProtocol, Table: unix.RT_TABLE_MAIN},
-			netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(rs) != 2 {
-			t.Errorf("node1 has %d routes of protocol %d, want 2 (one per family): %v", len(rs), kube.RouteProtocol, rs)
-		}
+		epairRoutesAre(t, n1, 2) // to node2, one per family
 	})
 }
 
@@ -586,4 +570,18 @@ func ping6(t *testing.T, from *pod, to string) {
 		}
 		return nil
 	})
+}
+
+// epairRoutesAre checks how many routes of epair's protocol the node has.
+func epairRoutesAre(t *testing.T, n *node, want int) {
+	t.Helper()
+	rs, err := n.h.RouteListFiltered(netlink.FAMILY_ALL,
+		&netlink.Route{Protocol: kube.RouteProtocol, Table: unix.RT_TABLE_MAIN},
+		netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != want {
+		t.Errorf("%s has %d routes of protocol %d, want %d: %v", n.name, len(rs), kube.RouteProtocol, want, rs)
+	}
 }
