@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/epair-cni/epair/pkg/api"
+	"github.com/epair-cni/epair/pkg/atomicfile"
 )
 
 // NetworkName is the name of the network in the conflist epair writes.
@@ -105,50 +106,15 @@ func RenderConflist(p ConflistParams) ([]byte, error) {
 }
 
 // WriteFileAtomic replaces path with data unless it already holds exactly
-// that, through a temporary file in the same directory, fsync and rename:
-// a reader (the runtime watching the CNI conf dir) sees the old file or the
-// new one, never half of one. It reports whether it wrote.
+// that (atomicfile.Write: a reader, the runtime watching the CNI conf dir,
+// sees the old file or the new one, never half of one). It reports whether
+// it wrote.
 func WriteFileAtomic(path string, data []byte, perm os.FileMode) (bool, error) {
 	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
 		return false, nil
 	}
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return false, fmt.Errorf("write %s: %w", path, err)
+	if err := atomicfile.Write(path, data, perm); err != nil {
+		return false, err
 	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // a no-op once renamed
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return false, fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return false, fmt.Errorf("chmod %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return false, fmt.Errorf("fsync %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return false, fmt.Errorf("close %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return false, fmt.Errorf("rename %s: %w", tmp, err)
-	}
-	return true, syncDir(dir)
-}
-
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
-	}
-	return nil
+	return true, nil
 }

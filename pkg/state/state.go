@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 
 	"github.com/epair-cni/epair/pkg/api"
+	"github.com/epair-cni/epair/pkg/atomicfile"
 	"golang.org/x/sys/unix"
 )
 
@@ -109,36 +110,8 @@ func (s *Store) Save(st *State) error {
 	if err != nil {
 		return fmt.Errorf("encode state: %w", err)
 	}
-	tmp, err := os.CreateTemp(s.dir, fileName+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write state: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write state: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("sync state: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write state: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), filepath.Join(s.dir, fileName)); err != nil {
-		return fmt.Errorf("commit state: %w", err)
-	}
-	return syncDir(s.dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync state dir: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync state dir: %w", err)
+	if err := atomicfile.Write(filepath.Join(s.dir, fileName), b, 0o600); err != nil {
+		return fmt.Errorf("save state: %w", err)
 	}
 	return nil
 }
