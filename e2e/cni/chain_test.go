@@ -81,93 +81,95 @@ func rulesMentioning(t *testing.T, n ns.NetNS, ip string) []string {
 
 // TestChain: epair chained with the reference meta plugins.
 func TestChain(t *testing.T) {
-	t.Run("portmap tuning firewall", func(t *testing.T) {
-		t.Parallel()
-		e := newEnv(t, false)
-		list := e.list(t, netw{name: "chain", chain: []map[string]any{portmap, tuning, firewall}})
-		p := e.pod(t)
-		rt := harness.RuntimeConf(newID(t), p, "eth0")
-		rt.CapabilityArgs = map[string]any{"portMappings": portMappings}
-		a, err := e.tryAdd(t, list, rt, p)
-		if err != nil {
-			t.Fatalf("ADD: %v", err)
-		}
-		checkAttachment(t, e, a, "routed", 1500)
-		ip := a.ip(t, 4).Address.IP.String()
-		if v := readSysctl(t, p, "net.core.somaxconn"); v != "512" {
-			t.Errorf("tuning did not set somaxconn in the pod: %s", v)
-		}
-		serveOnce(t, p, "hello from the pod")
-		got, err := dialFromHost(t, e.host, fmt.Sprintf("%s:%d", gw4, hostPort))
-		if err != nil || got != "hello from the pod" {
-			t.Errorf("host port %d did not reach the pod's listener: %q %v\n%s", hostPort, got, err, harness.MustRun(t, e.host, "iptables-save", "-t", "nat"))
-		}
-		if err := e.cni.Check(list, rt); err != nil {
-			t.Errorf("CHECK: %v", err)
-		}
-		e.del(t, a)
-		if err := e.cni.Del(list, rt); err != nil {
-			t.Errorf("second DEL: %v", err)
-		}
-		e.assertGone(t, a)
-		if r := rulesMentioning(t, e.host, ip); len(r) != 0 {
-			t.Errorf("rules for %s left after DEL:\n%s", ip, strings.Join(r, "\n"))
-		}
-	})
-
-	// The conf/40 chain: with bandwidth in it. The reference bandwidth
-	// plugin finds the host side of a pod through the veth peer ifindex, which
-	// a TAP pair does not have: so its CHECK, and its ADD when a rate is asked
-	// for, fail whatever epair does. ADD without a rate and DEL must work.
-	t.Run("portmap bandwidth tuning firewall", func(t *testing.T) {
-		t.Parallel()
-		e := newEnv(t, false)
-		list := e.list(t, netw{name: "chainbw", chain: []map[string]any{portmap, bandwidth, tuning, firewall}})
-		p := e.pod(t)
-		rt := harness.RuntimeConf(newID(t), p, "eth0")
-		rt.CapabilityArgs = map[string]any{"portMappings": portMappings}
-		a, err := e.tryAdd(t, list, rt, p)
-		if err != nil {
-			t.Fatalf("ADD: %v", err)
-		}
-		checkAttachment(t, e, a, "routed", 1500)
-		serveOnce(t, p, "hi")
-		if got, err := dialFromHost(t, e.host, fmt.Sprintf("%s:%d", gw4, hostPort)); err != nil || got != "hi" {
-			t.Errorf("host port %d did not reach the pod: %q %v", hostPort, got, err)
-		}
-		if err := e.cni.Check(list, rt); err != nil {
-			if !strings.Contains(err.Error(), "veth peer") {
+	eachPlacement(t, func(t *testing.T, pl placement) {
+		t.Run("portmap tuning firewall", func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, pl, false)
+			list := e.list(t, netw{name: "chain", chain: []map[string]any{portmap, tuning, firewall}})
+			p := e.pod(t)
+			rt := harness.RuntimeConf(newID(t), p, "eth0")
+			rt.CapabilityArgs = map[string]any{"portMappings": portMappings}
+			a, err := e.tryAdd(t, list, rt, p)
+			if err != nil {
+				t.Fatalf("ADD: %v", err)
+			}
+			checkAttachment(t, e, a, "routed", 1500)
+			ip := a.ip(t, 4).Address.IP.String()
+			if v := readSysctl(t, p, "net.core.somaxconn"); v != "512" {
+				t.Errorf("tuning did not set somaxconn in the pod: %s", v)
+			}
+			serveOnce(t, p, "hello from the pod")
+			got, err := dialFromHost(t, e.host, fmt.Sprintf("%s:%d", gw4, hostPort))
+			if err != nil || got != "hello from the pod" {
+				t.Errorf("host port %d did not reach the pod's listener: %q %v\n%s", hostPort, got, err, harness.MustRun(t, e.host, "iptables-save", "-t", "nat"))
+			}
+			if err := e.cni.Check(list, rt); err != nil {
 				t.Errorf("CHECK: %v", err)
-			} else {
-				t.Logf("CHECK fails in the reference bandwidth plugin (it needs a veth): %v", err)
 			}
-		}
-		e.del(t, a)
-		if err := e.cni.Del(list, rt); err != nil {
-			t.Errorf("second DEL: %v", err)
-		}
-		e.assertGone(t, a)
-		e.assertNothingLeft(t, list.Name, p)
-
-		rt = harness.RuntimeConf(newID(t), p, "eth0")
-		rt.CapabilityArgs = map[string]any{
-			"portMappings": portMappings,
-			"bandwidth":    map[string]any{"ingressRate": 8_000_000, "ingressBurst": 80_000, "egressRate": 8_000_000, "egressBurst": 80_000},
-		}
-		a, err = e.tryAdd(t, list, rt, p)
-		if err == nil {
-			t.Logf("ADD with a bandwidth limit succeeded: %+v", a.res.Interfaces)
 			e.del(t, a)
-		} else {
-			if !strings.Contains(err.Error(), "bandwidth") {
-				t.Errorf("ADD with a bandwidth limit failed outside the bandwidth plugin: %v", err)
-			}
-			t.Logf("ADD with a bandwidth limit: %v", err)
-			// A runtime DELs after a failed ADD.
 			if err := e.cni.Del(list, rt); err != nil {
-				t.Errorf("DEL after the failed ADD: %v", err)
+				t.Errorf("second DEL: %v", err)
 			}
-		}
-		e.assertNothingLeft(t, list.Name, p)
+			e.assertGone(t, a)
+			if r := rulesMentioning(t, e.host, ip); len(r) != 0 {
+				t.Errorf("rules for %s left after DEL:\n%s", ip, strings.Join(r, "\n"))
+			}
+		})
+
+		// The conf/40 chain: with bandwidth in it. The reference bandwidth
+		// plugin finds the host side of a pod through the veth peer ifindex, which
+		// a TAP pair does not have: so its CHECK, and its ADD when a rate is asked
+		// for, fail whatever epair does. ADD without a rate and DEL must work.
+		t.Run("portmap bandwidth tuning firewall", func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, pl, false)
+			list := e.list(t, netw{name: "chainbw", chain: []map[string]any{portmap, bandwidth, tuning, firewall}})
+			p := e.pod(t)
+			rt := harness.RuntimeConf(newID(t), p, "eth0")
+			rt.CapabilityArgs = map[string]any{"portMappings": portMappings}
+			a, err := e.tryAdd(t, list, rt, p)
+			if err != nil {
+				t.Fatalf("ADD: %v", err)
+			}
+			checkAttachment(t, e, a, "routed", 1500)
+			serveOnce(t, p, "hi")
+			if got, err := dialFromHost(t, e.host, fmt.Sprintf("%s:%d", gw4, hostPort)); err != nil || got != "hi" {
+				t.Errorf("host port %d did not reach the pod: %q %v", hostPort, got, err)
+			}
+			if err := e.cni.Check(list, rt); err != nil {
+				if !strings.Contains(err.Error(), "veth peer") {
+					t.Errorf("CHECK: %v", err)
+				} else {
+					t.Logf("CHECK fails in the reference bandwidth plugin (it needs a veth): %v", err)
+				}
+			}
+			e.del(t, a)
+			if err := e.cni.Del(list, rt); err != nil {
+				t.Errorf("second DEL: %v", err)
+			}
+			e.assertGone(t, a)
+			e.assertNothingLeft(t, list.Name, p)
+
+			rt = harness.RuntimeConf(newID(t), p, "eth0")
+			rt.CapabilityArgs = map[string]any{
+				"portMappings": portMappings,
+				"bandwidth":    map[string]any{"ingressRate": 8_000_000, "ingressBurst": 80_000, "egressRate": 8_000_000, "egressBurst": 80_000},
+			}
+			a, err = e.tryAdd(t, list, rt, p)
+			if err == nil {
+				t.Logf("ADD with a bandwidth limit succeeded: %+v", a.res.Interfaces)
+				e.del(t, a)
+			} else {
+				if !strings.Contains(err.Error(), "bandwidth") {
+					t.Errorf("ADD with a bandwidth limit failed outside the bandwidth plugin: %v", err)
+				}
+				t.Logf("ADD with a bandwidth limit: %v", err)
+				// A runtime DELs after a failed ADD.
+				if err := e.cni.Del(list, rt); err != nil {
+					t.Errorf("DEL after the failed ADD: %v", err)
+				}
+			}
+			e.assertNothingLeft(t, list.Name, p)
+		})
 	})
 }

@@ -52,55 +52,57 @@ func TestConfExamplesParse(t *testing.T) {
 // TestConfExamplesWork runs ADD, CHECK and DEL of every example, pointed at
 // the test daemon and a private IPAM data dir.
 func TestConfExamplesWork(t *testing.T) {
-	for _, f := range confFiles(t) {
-		t.Run(filepath.Base(f), func(t *testing.T) {
-			t.Parallel()
-			e := newEnv(t, true)
-			l, err := libcni.ConfListFromFile(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var raw map[string]any
-			if err := json.Unmarshal(l.Bytes, &raw); err != nil {
-				t.Fatal(err)
-			}
-			first := raw["plugins"].([]any)[0].(map[string]any)
-			first["socket"] = e.d.Socket
-			first["ipam"].(map[string]any)["dataDir"] = e.dataDir
-			b, _ := json.Marshal(raw)
-			list, err := libcni.ConfListFromBytes(b)
-			if err != nil {
-				t.Fatal(err)
-			}
-			p := e.pod(t)
-			rt := harness.RuntimeConf(newID(t), p, "eth0")
-			rt.CapabilityArgs = map[string]any{"portMappings": portMappings, "mac": "02:00:00:00:22:01"}
-			a, err := e.tryAdd(t, list, rt, p)
-			if err != nil {
-				t.Fatalf("ADD: %v", err)
-			}
-			for _, c := range a.res.IPs {
-				ping(t, e.host, c.Address.IP.String())
-			}
-			hasBandwidth := false
-			for _, pl := range list.Plugins {
-				hasBandwidth = hasBandwidth || pl.Network.Type == "bandwidth"
-			}
-			if err := e.cni.Check(list, rt); err != nil && !(hasBandwidth && strings.Contains(err.Error(), "veth peer")) {
-				t.Errorf("CHECK: %v", err)
-			}
-			if err := e.cni.Status(list); err != nil {
-				t.Errorf("STATUS: %v", err)
-			}
-			gc := harness.NewCNIWithPlugins(t, e.host, e.cni.PluginDir)
-			if err := gc.GC(list, []types.GCAttachment{{ContainerID: a.id, IfName: "eth0"}}); err != nil {
-				t.Errorf("GC keeping the one attachment: %v", err)
-			}
-			if e.pairOf(t, a) == nil {
-				t.Errorf("GC removed a valid attachment")
-			}
-			e.del(t, a)
-			e.assertGone(t, a)
-		})
-	}
+	eachPlacement(t, func(t *testing.T, pl placement) {
+		for _, f := range confFiles(t) {
+			t.Run(filepath.Base(f), func(t *testing.T) {
+				t.Parallel()
+				e := newEnv(t, pl, true)
+				l, err := libcni.ConfListFromFile(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var raw map[string]any
+				if err := json.Unmarshal(l.Bytes, &raw); err != nil {
+					t.Fatal(err)
+				}
+				first := raw["plugins"].([]any)[0].(map[string]any)
+				first["socket"] = e.d.Socket
+				first["ipam"].(map[string]any)["dataDir"] = e.dataDir
+				b, _ := json.Marshal(raw)
+				list, err := libcni.ConfListFromBytes(b)
+				if err != nil {
+					t.Fatal(err)
+				}
+				p := e.pod(t)
+				rt := harness.RuntimeConf(newID(t), p, "eth0")
+				rt.CapabilityArgs = map[string]any{"portMappings": portMappings, "mac": "02:00:00:00:22:01"}
+				a, err := e.tryAdd(t, list, rt, p)
+				if err != nil {
+					t.Fatalf("ADD: %v", err)
+				}
+				for _, c := range a.res.IPs {
+					ping(t, e.host, c.Address.IP.String())
+				}
+				hasBandwidth := false
+				for _, pl := range list.Plugins {
+					hasBandwidth = hasBandwidth || pl.Network.Type == "bandwidth"
+				}
+				if err := e.cni.Check(list, rt); err != nil && !(hasBandwidth && strings.Contains(err.Error(), "veth peer")) {
+					t.Errorf("CHECK: %v", err)
+				}
+				if err := e.cni.Status(list); err != nil {
+					t.Errorf("STATUS: %v", err)
+				}
+				gc := harness.NewCNIWithPlugins(t, e.host, e.cni.PluginDir)
+				if err := gc.GC(list, []types.GCAttachment{{ContainerID: a.id, IfName: "eth0"}}); err != nil {
+					t.Errorf("GC keeping the one attachment: %v", err)
+				}
+				if e.pairOf(t, a) == nil {
+					t.Errorf("GC removed a valid attachment")
+				}
+				e.del(t, a)
+				e.assertGone(t, a)
+			})
+		}
+	})
 }

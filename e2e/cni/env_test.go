@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/utils/sysctl"
@@ -21,39 +22,73 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-// env is one fake node: a host namespace with a daemon in it, a libcni
-// runner whose plugins run in that namespace, and a host-local data dir.
+// env is one fake node: a host namespace where the runtime (libcni) runs
+// the plugins and where the host side of every attachment belongs, a daemon
+// (in that namespace or in one of its own, see placement), and a host-local
+// data dir.
 type env struct {
-	host    ns.NetNS
-	d       *harness.Daemon
-	cni     *harness.CNI
-	dataDir string
-	ipv6    bool
+	// host is the runtime's namespace: the plugins run there, and the b
+	// ends, host routes and bridges must be there.
+	host ns.NetNS
+	// daemonNS is where the daemon runs: host itself, or apart from it.
+	daemonNS ns.NetNS
+	d        *harness.Daemon
+	cni      *harness.CNI
+	dataDir  string
+	ipv6     bool
+}
+
+// placement is where the runtime runs the plugin relative to the daemon.
+type placement struct {
+	name string
+	// apart: the runtime's namespace is not the daemon's. The CNI spec
+	// runs the plugin in the runtime's namespace, and that is where the
+	// host side goes, wherever the daemon is.
+	apart bool
+}
+
+var placements = []placement{{"beside-daemon", false}, {"runtime-netns", true}}
+
+// eachPlacement runs fn (in parallel) with the plugin executed in the
+// daemon's namespace and with it executed in a runtime namespace apart from
+// the daemon's: every case of the suite runs both ways.
+func eachPlacement(t *testing.T, fn func(t *testing.T, pl placement)) {
+	for _, pl := range placements {
+		t.Run(pl.name, func(t *testing.T) {
+			t.Parallel()
+			fn(t, pl)
+		})
+	}
 }
 
 var ids atomic.Int64
 
-func newEnv(t *testing.T, ipv6 bool) *env {
+func newEnv(t *testing.T, pl placement, ipv6 bool) *env {
 	t.Helper()
 	harness.RequireRoot(t)
 	e := &env{ipv6: ipv6, dataDir: t.TempDir()}
-	if ipv6 {
-		e.host = track(t, harness.NewNSWithIPv6(t))
-	} else {
-		e.host = track(t, harness.NewNS(t))
+	e.host = e.newNS(t)
+	e.daemonNS = e.host
+	if pl.apart {
+		e.daemonNS = e.newNS(t)
 	}
-	e.d = harness.StartDaemonIn(t, e.host)
+	e.d = harness.StartDaemonIn(t, e.daemonNS)
 	e.cni = harness.NewCNI(t, e.host)
 	return e
 }
 
-// pod makes a pod network namespace, removed at cleanup.
-func (e *env) pod(t *testing.T) ns.NetNS {
+func (e *env) newNS(t *testing.T) ns.NetNS {
 	t.Helper()
 	if e.ipv6 {
 		return track(t, harness.NewNSWithIPv6(t))
 	}
 	return track(t, harness.NewNS(t))
+}
+
+// pod makes a pod network namespace, removed at cleanup.
+func (e *env) pod(t *testing.T) ns.NetNS {
+	t.Helper()
+	return e.newNS(t)
 }
 
 // netw describes a conflist the suite builds.
@@ -102,6 +137,11 @@ func (e *env) pluginConf(n netw) map[string]any {
 	if n.mode != "" {
 		p["mode"] = n.mode
 	}
+	if n.mode == "bridge" {
+		// As conf/30-epair-bridge.conflist and most bridge configs: the
+		// bridge holds the gateway (the bridge plugin's default is L2 only).
+		p["isGateway"] = true
+	}
 	for k, v := range n.epair {
 		if v == nil {
 			delete(p, k)
@@ -138,6 +178,18 @@ func (e *env) list(t *testing.T, n netw) *libcni.NetworkConfigList {
 		t.Fatalf("conflist: %v", err)
 	}
 	return l
+}
+
+// oneAddressList is network name whose host-local range holds the one
+// address ip (of 10.22.0.0/24).
+func (e *env) oneAddressList(t *testing.T, name, ip string) *libcni.NetworkConfigList {
+	t.Helper()
+	return e.list(t, netw{name: name, epair: map[string]any{"ipam": map[string]any{
+		"type":    "host-local",
+		"dataDir": e.dataDir,
+		"ranges":  []any{[]any{map[string]any{"subnet": "10.22.0.0/24", "rangeStart": ip, "rangeEnd": ip}}},
+		"routes":  []any{map[string]any{"dst": "0.0.0.0/0"}},
+	}}})
 }
 
 // attachment is one ADD that succeeded.
@@ -180,6 +232,27 @@ func (e *env) tryAdd(t *testing.T, list *libcni.NetworkConfigList, rt *libcni.Ru
 		}
 	})
 	return a, nil
+}
+
+// addRaw is add of rt that also returns the result as libcni decoded it,
+// in the list's cniVersion.
+func (e *env) addRaw(t *testing.T, list *libcni.NetworkConfigList, rt *libcni.RuntimeConf, pod ns.NetNS) (types.Result, *attachment) {
+	t.Helper()
+	res, err := e.cni.AddRaw(list, rt)
+	if err != nil {
+		t.Fatalf("ADD %s (cniVersion %s): %v", list.Name, list.CNIVersion, err)
+	}
+	r100, err := types100.NewResultFromResult(res)
+	if err != nil {
+		t.Fatalf("convert %v: %v", res, err)
+	}
+	a := &attachment{id: rt.ContainerID, ifName: rt.IfName, pod: pod, list: list, rt: rt, res: r100}
+	t.Cleanup(func() {
+		if !a.deleted {
+			e.cni.Del(list, rt)
+		}
+	})
+	return res, a
 }
 
 func (e *env) del(t *testing.T, a *attachment) {
@@ -324,8 +397,10 @@ func (e *env) assertGone(t *testing.T, a *attachment) {
 			t.Errorf("daemon still has the pair of %s: %+v", a.id, p)
 		}
 	}
-	if _, err := link(t, e.host, b); err == nil {
-		t.Errorf("b end %s of %s still in the host netns", b, a.id)
+	for _, n := range []ns.NetNS{e.host, e.daemonNS} {
+		if _, err := link(t, n, b); err == nil {
+			t.Errorf("b end %s of %s still in netns %s", b, a.id, n.Path())
+		}
 	}
 	for _, c := range a.res.IPs {
 		ip := c.Address.IP.String()
@@ -361,8 +436,10 @@ func (e *env) assertNothingLeft(t *testing.T, netName string, pods ...ns.NetNS) 
 	if ps := e.pairs(t); len(ps) != 0 {
 		t.Errorf("daemon has pairs: %+v", ps)
 	}
-	if out := harness.MustRun(t, e.host, "ip", "-o", "link"); anyEndRE.MatchString(out) {
-		t.Errorf("epair device left in the host netns:\n%s", out)
+	for _, n := range []ns.NetNS{e.host, e.daemonNS} {
+		if out := harness.MustRun(t, n, "ip", "-o", "link"); anyEndRE.MatchString(out) {
+			t.Errorf("epair device left in netns %s:\n%s", n.Path(), out)
+		}
 	}
 	for _, fam := range []string{"-4", "-6"} {
 		if out, _ := harness.Run(t, e.host, "ip", fam, "-o", "route", "show", "table", "all"); anyEndRE.MatchString(out) {

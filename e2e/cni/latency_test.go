@@ -38,6 +38,7 @@ func TestADDDELLatency(t *testing.T) {
 	harness.RequireRoot(t)
 	e := &env{dataDir: t.TempDir()}
 	e.host = track(t, harness.NewNS(t))
+	e.daemonNS = e.host
 	e.d = harness.StartDaemonIn(t, e.host, append([]string{"--log-level", "info"}, strings.Fields(os.Getenv("EPAIR_DAEMON_ARGS"))...)...)
 	e.cni = harness.NewCNI(t, e.host)
 

@@ -134,6 +134,9 @@ type Daemon struct {
 	log    *os.File
 	args   []string
 	t      *testing.T
+	// pidNS: the daemon runs in a pid namespace of its own, as in a
+	// DaemonSet pod without hostPID, and sees no process of the test's.
+	pidNS bool
 }
 
 // StartDaemon starts a daemon on a private socket and state dir; cleanup
@@ -148,8 +151,21 @@ func StartDaemon(t *testing.T, args ...string) *Daemon {
 // stay in a namespace the suite made.
 func StartDaemonIn(t *testing.T, host ns.NetNS, args ...string) *Daemon {
 	t.Helper()
+	return startDaemon(t, host, false, args)
+}
+
+// StartDaemonInPidNS is StartDaemonIn with the daemon in a pid namespace
+// (and a mount namespace with its own /proc) of its own, as in a DaemonSet
+// pod without hostPID: the pids the plugin knows mean nothing to it.
+func StartDaemonInPidNS(t *testing.T, host ns.NetNS, args ...string) *Daemon {
+	t.Helper()
+	return startDaemon(t, host, true, args)
+}
+
+func startDaemon(t *testing.T, host ns.NetNS, pidNS bool, args []string) *Daemon {
+	t.Helper()
 	dir := t.TempDir()
-	d := &Daemon{Socket: filepath.Join(dir, "epair.sock"), StateDir: filepath.Join(dir, "state"), args: args, t: t, Netns: host}
+	d := &Daemon{Socket: filepath.Join(dir, "epair.sock"), StateDir: filepath.Join(dir, "state"), args: args, t: t, Netns: host, pidNS: pidNS}
 	d.Client = client.New(d.Socket)
 	var err error
 	if d.log, err = os.Create(filepath.Join(dir, "daemon.log")); err != nil {
@@ -171,12 +187,17 @@ func (d *Daemon) Start() {
 	t := d.t
 	t.Helper()
 	args := append([]string{"daemon", "--socket", d.Socket, "--state-dir", d.StateDir, "--log-level", "debug"}, d.args...)
+	args = append([]string{Binary(t)}, args...)
 	if d.Netns != nil {
-		args = append([]string{"--net=" + d.Netns.Path(), "--", Binary(t)}, args...)
-		d.cmd = exec.Command("nsenter", args...)
-	} else {
-		d.cmd = exec.Command(Binary(t), args...)
+		args = append([]string{"nsenter", "--net=" + d.Netns.Path(), "--"}, args...)
 	}
+	if d.pidNS {
+		// New mounts (the pods' netns) reach it as with HostToContainer
+		// propagation; unshare ignores SIGTERM, and when it dies the
+		// daemon gets SIGTERM.
+		args = append([]string{"unshare", "--pid", "--fork", "--mount-proc", "--propagation", "slave", "--kill-child=TERM"}, args...)
+	}
+	d.cmd = exec.Command(args[0], args[1:]...)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
 		t.Fatalf("start daemon: %v", err)
@@ -211,7 +232,11 @@ func (d *Daemon) Stop() {
 			d.Client.DeletePair(ctx, fmt.Sprint(p.Unit))
 		}
 	}
-	d.cmd.Process.Signal(syscall.SIGTERM)
+	sig := syscall.SIGTERM
+	if d.pidNS {
+		sig = syscall.SIGKILL // to unshare: the daemon gets SIGTERM
+	}
+	d.cmd.Process.Signal(sig)
 	done := make(chan struct{})
 	go func() { d.cmd.Wait(); close(done) }()
 	select {

@@ -10,11 +10,13 @@ const DefaultSocket = "/run/epair/epair.sock"
 // DefaultStateDir is where the daemon keeps its state unless told otherwise.
 const DefaultStateDir = "/var/lib/epair"
 
-// MinMTU and MaxMTU bound the MTU of a pair (IPv4's minimum; the largest
-// frame a TAP's length field can carry).
+// MinMTU and MaxMTU bound the MTU of a pair: IPv4's minimum, and the
+// largest MTU the kernel lets a TAP have (the tun driver's 65535 less the
+// 14-byte Ethernet header: `ip link set tap0 mtu 65522` fails with "mtu
+// greater than device maximum").
 const (
 	MinMTU = 68
-	MaxMTU = 65535
+	MaxMTU = 65521
 )
 
 // CreateRequest asks the daemon for a new pair.
@@ -25,6 +27,13 @@ type CreateRequest struct {
 	// /var/run/netns/NAME or /proc/PID/ns/net); empty means the daemon's.
 	ANetns string `json:"a_netns,omitempty"`
 	BNetns string `json:"b_netns,omitempty"`
+	// BNetnsInode, when set, is the inode of the network namespace the
+	// caller means by BNetns: the CNI plugin sends its own namespace (the
+	// runtime's, where the host side of a pod belongs) as
+	// /proc/PID/ns/net with the inode it sees at /proc/self/ns/net. The
+	// daemon checks the path against it, and needs no path at all when
+	// it is the daemon's own namespace.
+	BNetnsInode uint64 `json:"b_netns_inode,omitempty"`
 	// AName renames the a end (for CNI, CNI_IFNAME); empty keeps epair<n>a.
 	AName string `json:"a_name,omitempty"`
 	// AMAC overrides the generated MAC address of the a end.

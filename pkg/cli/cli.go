@@ -193,7 +193,7 @@ func pairAdd(args []string, stdout io.Writer) error {
 	fs.StringVar(&req.BNetns, "b-netns", "", "network namespace path for the b end (default: the daemon's)")
 	fs.StringVar(&req.AName, "a-name", "", "name of the a end (default epair<n>a)")
 	fs.StringVar(&req.AMAC, "a-mac", "", "MAC address of the a end (default: the if_epair rule)")
-	fs.IntVar(&req.MTU, "mtu", 1500, "MTU of both ends (68..65535)")
+	fs.IntVar(&req.MTU, "mtu", 1500, fmt.Sprintf("MTU of both ends (%d..%d)", api.MinMTU, api.MaxMTU))
 	fs.IntVar(&req.Queues, "queues", 0, "TAP queues per end (default: the daemon's)")
 	unit := fs.String("unit", "", "unit number (default: lowest free)")
 	if err := parse(fs, args); err != nil {

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/epair-cni/epair/pkg/api"
 )
 
 // KubeOptions are the flags of `epair daemon --kubernetes`, checked.
@@ -63,8 +65,8 @@ func (k *kubeFlagSet) options(sock string) (*KubeOptions, error) {
 	if o.NodeName == "" {
 		return nil, fmt.Errorf("%w: --kubernetes needs --node-name or NODE_NAME (the downward API's spec.nodeName)", errUsage)
 	}
-	if o.MTU != 0 && (o.MTU < 68 || o.MTU > 65535) {
-		return nil, fmt.Errorf("%w: --mtu %d is out of range 68..65535", errUsage, o.MTU)
+	if o.MTU != 0 && (o.MTU < api.MinMTU || o.MTU > api.MaxMTU) {
+		return nil, fmt.Errorf("%w: --mtu %d is out of range %d..%d", errUsage, o.MTU, api.MinMTU, api.MaxMTU)
 	}
 	if err := checkConfName(o.CNIConfName); err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package cni
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -14,6 +15,8 @@ import (
 	"github.com/containernetworking/plugins/pkg/ip"
 	"github.com/epair-cni/epair/pkg/api"
 	"github.com/epair-cni/epair/pkg/client"
+	"github.com/epair-cni/epair/pkg/nsfile"
+	"github.com/vishvananda/netlink"
 )
 
 // cmdAdd: IPAM first (so the pair's record can carry the addresses), then
@@ -51,10 +54,14 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 		}
 	}()
 
-	pair, err := c.CreatePair(ctx, &api.CreateRequest{
+	req := &api.CreateRequest{
 		ANetns: args.Netns, AName: args.IfName, AMAC: mac, MTU: conf.MTU,
 		Owner: &api.Owner{ContainerID: args.ContainerID, IfName: args.IfName, Network: conf.Name, IPs: ipStrings(res.IPs)},
-	})
+	}
+	if err := hereAsHostNetns(req); err != nil {
+		return types.NewError(ErrHostSetup, err.Error(), "")
+	}
+	pair, err := c.CreatePair(ctx, req)
 	if err != nil {
 		return daemonError(c, "create pair", err)
 	}
@@ -64,7 +71,11 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 		}
 	}()
 
-	if err := setupHost(conf, pair, res); err != nil {
+	if conf.IsDefaultGateway {
+		addDefaultRoutes(res)
+	}
+	vlanIf, err := setupHost(conf, pair, res)
+	if err != nil {
 		return types.NewError(ErrHostSetup, "host side of "+pair.B.Name+": "+err.Error(), "")
 	}
 	if err := setupPod(conf, args.Netns, pair.A.Index, res); err != nil {
@@ -75,8 +86,54 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 			return types.NewError(ErrHostSetup, "ipMasq: "+err.Error(), "")
 		}
 	}
-	fillResult(conf, pair, args.Netns, res)
-	return types.PrintResult(res, conf.CNIVersion)
+	fillResult(conf, pair, args.Netns, vlanIf, res)
+	return printResult(res, conf.CNIVersion)
+}
+
+// hereAsHostNetns asks for the b end in the namespace this plugin runs in:
+// the runtime's, where the spec puts the host side of an attachment (the
+// daemon may run elsewhere). The daemon opens /proc/PID/ns/net while we
+// wait, and checks it is the namespace whose inode we see.
+func hereAsHostNetns(req *api.CreateRequest) error {
+	ino, err := nsfile.Inode("/proc/self/ns/net")
+	if err != nil {
+		return fmt.Errorf("this plugin's network namespace: %w", err)
+	}
+	req.BNetns = fmt.Sprintf("/proc/%d/ns/net", os.Getpid())
+	req.BNetnsInode = ino
+	return nil
+}
+
+// printResult prints res as the config's cniVersion has it, and only what
+// that version's result schema holds. Converting from types100 gives
+// 0.3.x/0.4.0 their shape (ips[].version, no interfaces[].mtu), but passes
+// the 1.1.0-only fields through unchanged (interfaces[].mtu, socketPath and
+// pciID to 1.0.0; routes' mtu, advmss, priority, table and scope to every
+// older version), so they go here.
+func printResult(res *current.Result, cniVersion string) error {
+	r, err := resultAs(res, cniVersion)
+	if err != nil {
+		return err
+	}
+	return r.Print()
+}
+
+// resultAs is res converted to cniVersion, as printResult prints it.
+func resultAs(res *current.Result, cniVersion string) (types.Result, error) {
+	r := *res
+	r.CNIVersion = current.ImplementedSpecVersion
+	if cniVersion != current.ImplementedSpecVersion {
+		r.Interfaces, r.Routes = nil, nil
+		for _, i := range res.Interfaces {
+			c := *i
+			c.Mtu, c.SocketPath, c.PciID = 0, "", ""
+			r.Interfaces = append(r.Interfaces, &c)
+		}
+		for _, rt := range res.Routes {
+			r.Routes = append(r.Routes, &types.Route{Dst: rt.Dst, GW: rt.GW})
+		}
+	}
+	return r.GetAsVersion(cniVersion)
 }
 
 // ipamAdd runs the IPAM plugin and checks it gave at least one address.
@@ -86,10 +143,7 @@ func ipamAdd(ctx context.Context, conf *NetConf, stdin []byte) (*current.Result,
 	}
 	r, err := invoke.DelegateAdd(ctx, conf.IPAM.Type, stdin, nil)
 	if err != nil {
-		if te, ok := err.(*types.Error); ok {
-			return nil, te
-		}
-		return nil, types.NewError(ErrIPAM, fmt.Sprintf("IPAM plugin %s: %v", conf.IPAM.Type, err), "")
+		return nil, ipamError(conf, "ADD", err)
 	}
 	res, err := current.NewResultFromResult(r)
 	if err == nil && len(res.IPs) == 0 {
@@ -108,6 +162,17 @@ func ipamAdd(ctx context.Context, conf *NetConf, stdin []byte) (*current.Result,
 	return res, nil
 }
 
+// ipamError is the IPAM plugin's failure as epair's code 101, with the
+// plugin's own message and code in it (host-local, for one, says 999 for
+// an exhausted range, which means nothing to a runtime from us).
+func ipamError(conf *NetConf, verb string, err error) *types.Error {
+	var te *types.Error
+	if errors.As(err, &te) {
+		return types.NewError(ErrIPAM, fmt.Sprintf("IPAM plugin %s %s failed (its code %d): %s", conf.IPAM.Type, verb, te.Code, te.Msg), te.Details)
+	}
+	return types.NewError(ErrIPAM, fmt.Sprintf("IPAM plugin %s %s failed: %v", conf.IPAM.Type, verb, err), "")
+}
+
 // fillGateways gives every address a gateway: the IPAM plugin's, or the
 // first address of its subnet, as ptp does.
 func fillGateways(res *current.Result) error {
@@ -123,9 +188,9 @@ func fillGateways(res *current.Result) error {
 }
 
 // fillResult lists the interfaces: [bridge,] b end on the host, a end in
-// the pod; every IP belongs to the a end.
-func fillResult(conf *NetConf, p *api.Pair, netns string, res *current.Result) {
-	res.CNIVersion = conf.CNIVersion
+// the pod[, the bridge's VLAN interface holding the gateways, last as the
+// bridge plugin lists it]; every IP belongs to the a end.
+func fillResult(conf *NetConf, p *api.Pair, netns string, vlanIf netlink.Link, res *current.Result) {
 	res.Interfaces = nil
 	if conf.Mode == ModeBridge {
 		br := &current.Interface{Name: conf.Bridge}
@@ -139,6 +204,9 @@ func fillResult(conf *NetConf, p *api.Pair, netns string, res *current.Result) {
 		&current.Interface{Name: p.A.Name, Mac: p.A.MAC, Mtu: p.MTU, Sandbox: netns})
 	for _, ipc := range res.IPs {
 		ipc.Interface = current.Int(len(res.Interfaces) - 1)
+	}
+	if vlanIf != nil {
+		res.Interfaces = append(res.Interfaces, &current.Interface{Name: vlanIf.Attrs().Name, Mac: vlanIf.Attrs().HardwareAddr.String()})
 	}
 }
 

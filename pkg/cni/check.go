@@ -37,7 +37,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 	ctx, cancel := newContext()
 	defer cancel()
 	if err := invoke.DelegateCheck(ctx, conf.IPAM.Type, args.StdinData, nil); err != nil {
-		return types.NewError(ErrIPAM, fmt.Sprintf("IPAM plugin %s CHECK: %v", conf.IPAM.Type, err), "")
+		return ipamError(conf, "CHECK", err)
 	}
 	c := client.New(conf.Socket)
 	pair, err := findPair(ctx, c, conf.Name, args.ContainerID, args.IfName)
@@ -53,7 +53,37 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if err := checkInterfaces(pair, args, prev); err != nil {
 		return err
 	}
+	if err := checkHost(conf, pair, prev); err != nil {
+		return err
+	}
 	return checkPod(args, pair, prev)
+}
+
+// checkHost looks at the b end where the plugin runs (the runtime's
+// namespace, where ADD put it): there, with its MAC, and routed to each pod
+// address or enslaved to the bridge.
+func checkHost(conf *NetConf, p *api.Pair, prev *current.Result) error {
+	l, err := netlink.LinkByName(p.B.Name)
+	if err != nil {
+		return mismatch("b end %s is not in this (the runtime's) network namespace: %v", p.B.Name, err)
+	}
+	if got := l.Attrs().HardwareAddr.String(); got != p.B.MAC {
+		return mismatch("%s here has MAC %s, the pair's b end has %s: not our device", p.B.Name, got, p.B.MAC)
+	}
+	if conf.Mode == ModeBridge {
+		br, err := netlink.LinkByName(conf.Bridge)
+		if err != nil || l.Attrs().MasterIndex != br.Attrs().Index {
+			return mismatch("%s is not a port of bridge %s", p.B.Name, conf.Bridge)
+		}
+		return nil
+	}
+	for _, ipc := range prev.IPs {
+		routes, err := netlink.RouteGet(ipc.Address.IP)
+		if err != nil || len(routes) == 0 || routes[0].LinkIndex != l.Attrs().Index {
+			return mismatch("the host does not route %s over %s", ipc.Address.IP, p.B.Name)
+		}
+	}
+	return nil
 }
 
 func prevResult(conf *NetConf) (*current.Result, error) {

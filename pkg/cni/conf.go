@@ -12,9 +12,9 @@ import (
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
-	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/epair-cni/epair/pkg/api"
 	"github.com/epair-cni/epair/pkg/epair"
+	"github.com/epair-cni/epair/pkg/nsfile"
 )
 
 // Modes of the host side.
@@ -39,6 +39,7 @@ const (
 // NetConf is the network configuration of an epair network.
 type NetConf struct {
 	types.PluginConf
+	BridgeKeys
 	Mode   string `json:"mode,omitempty"`
 	Bridge string `json:"bridge,omitempty"`
 	MTU    int    `json:"mtu,omitempty"`
@@ -82,11 +83,20 @@ func loadConf(data []byte) (*NetConf, error) {
 			return nil, invalidConf("bridge: %v", err)
 		}
 	}
+	if err := checkModeKeys(c, data); err != nil {
+		return nil, err
+	}
 	if c.MTU == 0 {
 		c.MTU = 1500
 	}
 	if c.MTU < api.MinMTU || c.MTU > api.MaxMTU {
 		return nil, invalidConf("mtu %d is out of range %d..%d", c.MTU, api.MinMTU, api.MaxMTU)
+	}
+	if err := checkBridgeKeys(c); err != nil {
+		return nil, err
+	}
+	if b := c.IPMasqBackend; b != nil && *b != "iptables" && *b != "nftables" {
+		return nil, invalidConf("ipMasqBackend %q: use \"iptables\" or \"nftables\" (or leave it out)", *b)
 	}
 	if c.Socket == "" {
 		c.Socket = api.DefaultSocket
@@ -123,22 +133,29 @@ func checkEnv(args *skel.CmdArgs, needNetns bool) error {
 	if args.Netns == "" {
 		return types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_NETNS is empty: give the pod's network namespace path", "")
 	}
-	n, err := ns.GetNS(args.Netns)
-	if err != nil {
+	if err := nsfile.Check(args.Netns); err != nil {
 		return types.NewError(types.ErrInvalidEnvironmentVariables,
-			fmt.Sprintf("CNI_NETNS %q is not a network namespace: %v", args.Netns, err), "")
+			fmt.Sprintf("CNI_NETNS: %v: give the pod's network namespace path", err), "")
 	}
-	return n.Close()
+	return nil
 }
 
-// macFor returns the MAC asked for through runtimeConfig or CNI_ARGS.
+// macFor returns the MAC asked for through runtimeConfig or CNI_ARGS, which
+// must be one an Ethernet interface can have (code 7 otherwise).
 func macFor(c *NetConf, args *skel.CmdArgs) (string, error) {
-	if c.RuntimeConfig.MAC != "" {
-		return c.RuntimeConfig.MAC, nil
+	mac, from := c.RuntimeConfig.MAC, "runtimeConfig.mac"
+	if mac == "" {
+		e := envArgs{}
+		if err := types.LoadArgs(args.Args, &e); err != nil {
+			return "", types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_ARGS: "+err.Error(), "")
+		}
+		mac, from = string(e.MAC), "CNI_ARGS MAC"
 	}
-	e := envArgs{}
-	if err := types.LoadArgs(args.Args, &e); err != nil {
-		return "", types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_ARGS: "+err.Error(), "")
+	if mac == "" {
+		return "", nil
 	}
-	return string(e.MAC), nil
+	if _, err := epair.ParseMAC(mac); err != nil {
+		return "", invalidConf("%s: %v", from, err)
+	}
+	return mac, nil
 }

@@ -2,7 +2,6 @@ package cni
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 
@@ -14,9 +13,11 @@ import (
 	"github.com/epair-cni/epair/pkg/client"
 )
 
-// cmdDel is idempotent: the IPAM reservation is always released, and a pair
-// (or netns) that is already gone is success. Only a daemon that cannot be
-// asked is an error (11), so the runtime retries instead of leaking a pair.
+// cmdDel is idempotent: a pair (or netns) that is already gone is success.
+// The daemon is asked first: while it cannot say that the pair is gone,
+// the pod may still hold its address, so a daemon that cannot be asked
+// fails the DEL (11, the runtime retries) before IPAM is touched. Only once
+// the pair is gone, or known to be, is the address released.
 func cmdDel(args *skel.CmdArgs) error {
 	conf, err := loadConf(args.StdinData)
 	if err != nil {
@@ -24,10 +25,6 @@ func cmdDel(args *skel.CmdArgs) error {
 	}
 	ctx, cancel := newContext()
 	defer cancel()
-	var errs []error
-	if err := invoke.DelegateDel(ctx, conf.IPAM.Type, args.StdinData, nil); err != nil {
-		errs = append(errs, fmt.Errorf("IPAM plugin %s: %w", conf.IPAM.Type, err))
-	}
 	c := client.New(conf.Socket)
 	pair, err := findPair(ctx, c, conf.Name, args.ContainerID, args.IfName)
 	if err != nil {
@@ -38,8 +35,8 @@ func cmdDel(args *skel.CmdArgs) error {
 			return err
 		}
 	}
-	if len(errs) > 0 {
-		return types.NewError(ErrIPAM, errors.Join(errs...).Error(), "")
+	if err := invoke.DelegateDel(ctx, conf.IPAM.Type, args.StdinData, nil); err != nil {
+		return ipamError(conf, "DEL", err)
 	}
 	return nil
 }

@@ -51,7 +51,7 @@ func cmdGC(args *skel.CmdArgs) error {
 		}
 	}
 	if err := invoke.DelegateGC(ctx, conf.IPAM.Type, args.StdinData, nil); err != nil {
-		return types.NewError(ErrIPAM, fmt.Sprintf("IPAM plugin %s GC: %v", conf.IPAM.Type, err), "")
+		return ipamError(conf, "GC", err)
 	}
 	return nil
 }
@@ -71,7 +71,7 @@ func ipamDelFor(ctx context.Context, conf *NetConf, stdin []byte, containerID, i
 		}
 	}()
 	if err := invoke.DelegateDel(ctx, conf.IPAM.Type, stdin, nil); err != nil {
-		return types.NewError(ErrIPAM, fmt.Sprintf("IPAM plugin %s DEL for %s/%s: %v", conf.IPAM.Type, containerID, ifName, err), "")
+		return ipamError(conf, "DEL of "+containerID+"/"+ifName, err)
 	}
 	return nil
 }

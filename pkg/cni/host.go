@@ -20,18 +20,25 @@ import (
 // each pod address to the b end, so the pod is one hop away and every pod
 // reaches the others through the host, as with ptp.
 //
-// bridge: the b end joins the bridge, which holds the gateways with the
-// subnet's prefix, so the pods of a node share one L2 segment.
-func setupHost(conf *NetConf, p *api.Pair, res *current.Result) error {
+// bridge: the b end joins the bridge, so the pods of a node share one L2
+// segment; with isGateway the bridge (or its VLAN interface, which setupHost
+// then returns) holds the gateways with the subnet's prefix.
+func setupHost(conf *NetConf, p *api.Pair, res *current.Result) (netlink.Link, error) {
 	b, err := netlink.LinkByName(p.B.Name)
 	if err != nil {
-		return fmt.Errorf("find %s: %w", p.B.Name, err)
-	}
-	if err := ip.EnableForward(res.IPs); err != nil {
-		return fmt.Errorf("enable IP forwarding: %w", err)
+		return nil, fmt.Errorf("find %s: %w", p.B.Name, err)
 	}
 	if conf.Mode == ModeBridge {
 		return joinBridge(conf, b, res)
+	}
+	return nil, routeToPod(p, b, res)
+}
+
+// routeToPod puts the gateways on the b end and routes the pod's addresses
+// over it.
+func routeToPod(p *api.Pair, b netlink.Link, res *current.Result) error {
+	if err := ip.EnableForward(res.IPs); err != nil {
+		return fmt.Errorf("enable IP forwarding: %w", err)
 	}
 	for _, ipc := range res.IPs {
 		if err := addAddr(b, hostNet(ipc.Gateway)); err != nil {
@@ -43,49 +50,6 @@ func setupHost(conf *NetConf, p *api.Pair, res *current.Result) error {
 		}
 	}
 	return nil
-}
-
-func joinBridge(conf *NetConf, b netlink.Link, res *current.Result) error {
-	br, err := ensureBridge(conf.Bridge, conf.MTU)
-	if err != nil {
-		return err
-	}
-	for _, ipc := range res.IPs {
-		gw := &net.IPNet{IP: ipc.Gateway, Mask: ipc.Address.Mask}
-		if err := addAddr(br, gw); err != nil {
-			return err
-		}
-	}
-	if err := netlink.LinkSetMaster(b, br); err != nil {
-		return fmt.Errorf("attach %s to bridge %s: %w", b.Attrs().Name, conf.Bridge, err)
-	}
-	return nil
-}
-
-// ensureBridge returns the bridge, creating it if missing. A link of that
-// name that is not a bridge is an error, never reused.
-func ensureBridge(name string, mtu int) (*netlink.Bridge, error) {
-	l, err := netlink.LinkByName(name)
-	if err == nil {
-		br, ok := l.(*netlink.Bridge)
-		if !ok {
-			return nil, fmt.Errorf("%s exists and is a %s, not a bridge", name, l.Type())
-		}
-		return br, netlink.LinkSetUp(br)
-	}
-	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: mtu}}
-	if err := netlink.LinkAdd(br); err != nil && !errors.Is(err, syscall.EEXIST) {
-		return nil, fmt.Errorf("create bridge %s: %w", name, err)
-	}
-	l, err = netlink.LinkByName(name)
-	if err != nil {
-		return nil, fmt.Errorf("find bridge %s: %w", name, err)
-	}
-	br, ok := l.(*netlink.Bridge)
-	if !ok {
-		return nil, fmt.Errorf("%s is not a bridge", name)
-	}
-	return br, netlink.LinkSetUp(br)
 }
 
 // addAddr adds an address, without duplicate address detection for IPv6

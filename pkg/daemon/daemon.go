@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"time"
 
 	"github.com/epair-cni/epair/pkg/api"
@@ -49,7 +50,10 @@ func Run(ctx context.Context, opts Options) error {
 	defer store.Close()
 	core := epair.New(opts.Core)
 	defer core.Close()
-	m, err := NewManager(store, core, epair.HostID(), opts.Datapath)
+	// Callers' namespaces are pinned beside the socket: a root-only
+	// directory under /run, gone at reboot like the namespaces themselves.
+	pinDir := filepath.Join(filepath.Dir(opts.Socket), "netns")
+	m, err := NewManager(store, core, epair.HostID(), opts.Datapath, pinDir)
 	if err != nil {
 		return fmt.Errorf("load state: %w", err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/epair-cni/epair/pkg/api"
 	"github.com/epair-cni/epair/pkg/datapath"
 	"github.com/epair-cni/epair/pkg/epair"
+	"github.com/epair-cni/epair/pkg/nsfile"
 	"github.com/epair-cni/epair/pkg/state"
 	"github.com/epair-cni/epair/pkg/tap"
 )
@@ -40,21 +41,34 @@ type Manager struct {
 	queues   int
 	watch    *linkWatch
 	dp       datapath.Options
+	// selfNetns is the inode of the daemon's own network namespace, read
+	// once at start (a thread of ours may be in another one later).
+	selfNetns uint64
+	// pinDir holds bind mounts of the namespaces that b ends were put in
+	// by callers in other namespaces (see hostNetns); "" pins none.
+	pinDir string
 }
 
-// NewManager loads the state and re-attaches to every pair in it.
-func NewManager(store *state.Store, core *epair.Core, hostID uint64, dp datapath.Options) (*Manager, error) {
+// NewManager loads the state and re-attaches to every pair in it. pinDir
+// is where it pins callers' namespaces ("" for none).
+func NewManager(store *state.Store, core *epair.Core, hostID uint64, dp datapath.Options, pinDir string) (*Manager, error) {
+	self, err := nsfile.Inode("/proc/thread-self/ns/net")
+	if err != nil {
+		return nil, fmt.Errorf("the daemon's own network namespace: %w", err)
+	}
 	st, err := store.Load()
 	if err != nil {
 		return nil, err
 	}
 	m := &Manager{
 		core: core, store: store, st: st, hostID: hostID,
-		queues:   core.Config().Queues,
-		links:    map[int]*datapath.Link{},
-		problems: map[int]string{},
-		watch:    newLinkWatch(),
-		dp:       dp,
+		queues:    core.Config().Queues,
+		links:     map[int]*datapath.Link{},
+		problems:  map[int]string{},
+		watch:     newLinkWatch(),
+		dp:        dp,
+		selfNetns: self,
+		pinDir:    pinDir,
 	}
 	m.restore()
 	return m, nil
@@ -81,6 +95,7 @@ func (m *Manager) restore() {
 		m.follow(p, link)
 		slog.Info("pair re-attached", "unit", unit, "a", p.A.Name, "b", p.B.Name)
 	}
+	m.unpinUnused()
 	if err := m.store.Save(m.st); err != nil {
 		slog.Error("saving state after restore", "err", err)
 	}
@@ -154,6 +169,7 @@ func (m *Manager) Create(req *api.CreateRequest) (*api.Pair, error) {
 	if err != nil {
 		removeDevices(&work, nil, false)
 		delete(m.st.Pairs, p.Unit)
+		m.unpinUnused()
 		if serr := m.store.Save(m.st); serr != nil {
 			slog.Error("saving state after failed create", "err", serr)
 		}
@@ -170,13 +186,19 @@ func (m *Manager) Create(req *api.CreateRequest) (*api.Pair, error) {
 func (m *Manager) reserve(req *api.CreateRequest) (*state.Pair, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	p, err := m.plan(req)
-	if err != nil {
+	var err error
+	if req.BNetns, err = m.hostNetns(req); err != nil {
 		return nil, err
 	}
-	m.st.Pairs[p.Unit] = p
-	if err := m.store.Save(m.st); err != nil {
-		delete(m.st.Pairs, p.Unit)
+	p, err := m.plan(req)
+	if err == nil {
+		m.st.Pairs[p.Unit] = p
+		if err = m.store.Save(m.st); err != nil {
+			delete(m.st.Pairs, p.Unit)
+		}
+	}
+	if err != nil {
+		m.unpinUnused()
 		return nil, err
 	}
 	return p, nil
@@ -208,10 +230,7 @@ func (m *Manager) validate(r *api.CreateRequest) error {
 	if r.Unit != nil && *r.Unit < 0 {
 		return fmt.Errorf("%w: unit %d is negative", errInvalid, *r.Unit)
 	}
-	if err := checkNetns(r.ANetns); err != nil {
-		return err
-	}
-	return checkNetns(r.BNetns)
+	return checkNetns(r.ANetns)
 }
 
 // plan picks the unit, names and MACs of a new pair (the if_epair naming and
@@ -341,6 +360,7 @@ func (m *Manager) Delete(id string) error {
 	defer m.mu.Unlock()
 	delete(m.st.Pairs, p.Unit)
 	delete(m.problems, p.Unit)
+	m.unpinUnused()
 	slog.Info("pair deleted", "unit", p.Unit)
 	return m.store.Save(m.st)
 }
@@ -483,12 +503,9 @@ var (
 )
 
 func parseMAC(s string) (net.HardwareAddr, error) {
-	hw, err := net.ParseMAC(s)
-	if err != nil || len(hw) != 6 {
-		return nil, fmt.Errorf("%w: MAC %q is not an Ethernet address", errInvalid, s)
-	}
-	if hw[0]&1 != 0 {
-		return nil, fmt.Errorf("%w: MAC %q is a multicast address", errInvalid, s)
+	hw, err := epair.ParseMAC(s)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errInvalid, err)
 	}
 	return hw, nil
 }

@@ -1,6 +1,7 @@
 package epair
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -195,4 +196,20 @@ func randomHostID() uint64 {
 			return id
 		}
 	}
+}
+
+// ParseMAC parses the MAC address a caller asks an end to have: six bytes,
+// unicast, not all zero (the kernel refuses the last two on an Ethernet
+// device, with an error that names neither).
+func ParseMAC(s string) (net.HardwareAddr, error) {
+	hw, err := net.ParseMAC(s)
+	switch {
+	case err != nil || len(hw) != 6:
+		return nil, fmt.Errorf("MAC %q is not an Ethernet address (want six bytes, like 02:00:00:00:00:01)", s)
+	case hw[0]&1 != 0:
+		return nil, fmt.Errorf("MAC %q is a multicast address: a pod's interface needs a unicast one (first byte even)", s)
+	case bytes.Equal(hw, make(net.HardwareAddr, 6)):
+		return nil, fmt.Errorf("MAC %q is all zeros: give a unicast address", s)
+	}
+	return hw, nil
 }
