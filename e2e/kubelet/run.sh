@@ -507,15 +507,16 @@ APPLY_T0=$(date +%s%N)
 check apply-epair kc apply -f "$T/epair.json"
 
 # The node turns Ready only once the agent wrote the conflist: whenever the
-# node is seen Ready, the conflist existed just before (it is looked at
-# first); containerd reloads its CNI config and kubelet reports the
-# runtime's network ready only after that.
+# node is seen Ready, the conflist exists (it is looked at after the node:
+# looked at before, it may be written while kubectl asks, and the node turn
+# Ready in between); containerd reloads its CNI config and kubelet reports
+# the runtime's network ready only after that.
 wait_ready_after_conflist() {
 	local end=$(( $(date +%s) + 120 )) had st
 	while :; do
+		st=$(kc get node "$NODE_NAME" -o json | jq -r '.status.conditions[] | select(.type == "Ready") | .status') || st=unknown
 		had=0
 		[ -s "$CONFLIST" ] && had=1
-		st=$(kc get node "$NODE_NAME" -o json | jq -r '.status.conditions[] | select(.type == "Ready") | .status') || st=unknown
 		if [ "$st" = True ]; then
 			[ "$had" = 1 ] || { echo "node Ready while $CONFLIST did not exist"; ls -la "$T/cni-conf"; return 1; }
 			echo "node Ready, $CONFLIST present"
