@@ -530,17 +530,19 @@ log "node Ready $(( ($(date +%s%N) - APPLY_T0) / 1000000 )) ms after the apply"
 
 # The conflist is the agent's: rendered from the Node's podCIDRs, the
 # daemon's socket as the host sees it, the MTU of the node's uplink (the
-# link holding its InternalIP); the only file in the conf dir.
+# link holding its InternalIP), then portmap with the portMappings
+# capability (the pods' hostPorts); the only file in the conf dir.
 conflist_from_node() {
 	local cidrs mtu ready_at
 	cidrs=$(kc get node "$NODE_NAME" -o json | jq -c '.spec.podCIDRs')
 	mtu=$(ip -n "$NS" -j link show eth0 | jq '.[0].mtu')
 	cat "$CONFLIST"
 	jq -e --argjson cidrs "$cidrs" --arg sock "$(agent_run)/epair.sock" --argjson mtu "$mtu" '
-		.name == "epair" and (.plugins | length) == 1 and .plugins[0].type == "epair"
+		.name == "epair" and (.plugins | length) == 2 and .plugins[0].type == "epair"
 		and .plugins[0].socket == $sock and .plugins[0].mtu == $mtu and .plugins[0].ipam.type == "host-local"
-		and [.plugins[0].ipam.ranges[][].subnet] == $cidrs' "$CONFLIST" >/dev/null ||
-		{ echo "not rendered from spec.podCIDRs $cidrs, socket $(agent_run)/epair.sock, uplink MTU $mtu"; return 1; }
+		and [.plugins[0].ipam.ranges[][].subnet] == $cidrs
+		and .plugins[1] == {type: "portmap", capabilities: {portMappings: true}}' "$CONFLIST" >/dev/null ||
+		{ echo "not rendered from spec.podCIDRs $cidrs, socket $(agent_run)/epair.sock, uplink MTU $mtu, then portmap"; return 1; }
 	[ "$(ls -A "$T/cni-conf")" = 10-epair.conflist ] || { echo "conf dir:"; ls -la "$T/cni-conf"; return 1; }
 	# And it was written before the node turned Ready (whole seconds: the
 	# condition's time has no finer grain).
