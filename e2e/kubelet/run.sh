@@ -233,6 +233,17 @@ our_reservations() {
 	done
 	return 0
 }
+# portmap_rules_gone: no per-pod rule of portmap's in the node's nat table
+# (a CNI-DN-* chain, a jump to one, a rule commented with a sandbox id); the
+# node's netns is the suite's, so any is ours. IPv4 only: so are the pods.
+portmap_rules_gone() {
+	local rules x
+	rules=$(innode iptables-save -t nat) || { echo "iptables-save failed"; return 1; }
+	x=$(grep -E 'CNI-DN-|dnat name: ' <<<"$rules") || return 0
+	echo "portmap's rules left in the node's nat table:"
+	echo "$x"
+	return 1
+}
 # fallback_daemon: a plain `epair daemon` on the agent's socket and state,
 # in the node's netns, when the agent's daemon does not answer (it is gone,
 # or never came up) and its state holds pairs; for the cleanup.
@@ -274,8 +285,10 @@ SYSCTLS_SAVED=1
 
 # ---------------------------------------------------------------- images
 
-# shellcheck disable=SC2119 # no extra entries
-build_images
+# The test image also has udphello, the UDP server and client of the
+# hostPort checks (busybox nc has no UDP); the node runs it from $T/img.
+(cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -o "$T/img/udphello" ./e2e/kubelet/udphello)
+build_images "file:$T/img/udphello:/bin/udphello"
 log "building the epair image $EPAIR_IMAGE (hack/image.sh)"
 EPAIR_BIN=$EPAIR EPAIR_KUBE_BIN=$EPAIR_KUBE EPAIR_CNI_PLUGINS=$CNI_PLUGINS \
 	"$ROOT/hack/image.sh" "$T/img/epair.tar" "$EPAIR_IMAGE" >/dev/null
@@ -531,17 +544,19 @@ log "node Ready $(( ($(date +%s%N) - APPLY_T0) / 1000000 )) ms after the apply"
 
 # The conflist is the agent's: rendered from the Node's podCIDRs, the
 # daemon's socket as the host sees it, the MTU of the node's uplink (the
-# link holding its InternalIP); the only file in the conf dir.
+# link holding its InternalIP), then portmap with the portMappings
+# capability (the pods' hostPorts); the only file in the conf dir.
 conflist_from_node() {
 	local cidrs mtu ready_at
 	cidrs=$(kc get node "$NODE_NAME" -o json | jq -c '.spec.podCIDRs')
 	mtu=$(ip -n "$NS" -j link show eth0 | jq '.[0].mtu')
 	cat "$CONFLIST"
 	jq -e --argjson cidrs "$cidrs" --arg sock "$(agent_run)/epair.sock" --argjson mtu "$mtu" '
-		.name == "epair" and (.plugins | length) == 1 and .plugins[0].type == "epair"
+		.name == "epair" and (.plugins | length) == 2 and .plugins[0].type == "epair"
 		and .plugins[0].socket == $sock and .plugins[0].mtu == $mtu and .plugins[0].ipam.type == "host-local"
-		and [.plugins[0].ipam.ranges[][].subnet] == $cidrs' "$CONFLIST" >/dev/null ||
-		{ echo "not rendered from spec.podCIDRs $cidrs, socket $(agent_run)/epair.sock, uplink MTU $mtu"; return 1; }
+		and [.plugins[0].ipam.ranges[][].subnet] == $cidrs
+		and .plugins[1] == {type: "portmap", capabilities: {portMappings: true}}' "$CONFLIST" >/dev/null ||
+		{ echo "not rendered from spec.podCIDRs $cidrs, socket $(agent_run)/epair.sock, uplink MTU $mtu, then portmap"; return 1; }
 	[ "$(ls -A "$T/cni-conf")" = 10-epair.conflist ] || { echo "conf dir:"; ls -la "$T/cni-conf"; return 1; }
 	# And it was written before the node turned Ready (whole seconds: the
 	# condition's time has no finer grain).
@@ -799,6 +814,116 @@ check after-restart-new-pod-to-pod-b-tcp hello "$D" "$IPB" 8080 "$B"
 check after-restart-pod-c-to-service-clusterip service_hellos "$C"
 log "traffic back $(( ($(date +%s%N) - RESTART_T0) / 1000000 )) ms after the agent's pod was deleted"
 
+# ---------------------------------------------------------------- hostPort
+
+# hostPorts, through the conflist's portmap: the runtime hands a pod's port
+# mappings only to a plugin that declares the portMappings capability, and
+# portmap DNATs (the hostIP, or any node address):hostPort to the pod. Pod
+# hp-any has hostPort $HP_PORT for TCP and UDP on every node address; then
+# Kubernetes' conformance case ("[sig-network] HostPort should not have
+# conflict between pods with same hostPort but different hostIP and
+# protocol"): three pods on hostPort $HP_SAME, hostIP 127.0.0.1 TCP, the
+# node IP TCP, the node IP UDP, each reached at its own (hostIP, protocol).
+# Every pod answers its name on TCP 8080 (busybox nc) and UDP 8081
+# (udphello); it is Ready once both answer inside the pod.
+HP_PORT=54321 HP_SAME=54323 HP_LABEL=epair-hostport
+HP_PODS=(hp-any hp-lo-tcp hp-node-tcp hp-node-udp)
+hp_pod() { # NAME PORTS (a YAML flow sequence): one pod of the hostPort checks
+	cat <<EOF
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: $1, labels: {app: $HP_LABEL}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: echo
+    image: $TEST_IMAGE
+    imagePullPolicy: Never
+    command: [sh, -c, 'm="epair-e2e-hello from \$HOSTNAME"; echo "\$m" >/tmp/msg; udphello -listen :8081 "\$m" & exec nc -ll -p 8080 -e cat /tmp/msg']
+    ports: $2
+    readinessProbe:
+      exec: {command: [sh, -c, 'udphello -timeout 1s 127.0.0.1:8081 && nc 127.0.0.1 8080 </dev/null']}
+      periodSeconds: 1
+EOF
+}
+{
+	hp_pod hp-any "[{containerPort: 8080, hostPort: $HP_PORT, protocol: TCP}, {containerPort: 8081, hostPort: $HP_PORT, protocol: UDP}]"
+	hp_pod hp-lo-tcp "[{containerPort: 8080, hostPort: $HP_SAME, hostIP: 127.0.0.1, protocol: TCP}]"
+	hp_pod hp-node-tcp "[{containerPort: 8080, hostPort: $HP_SAME, hostIP: $NODE_IP, protocol: TCP}]"
+	hp_pod hp-node-udp "[{containerPort: 8081, hostPort: $HP_SAME, hostIP: $NODE_IP, protocol: UDP}]"
+} >"$T/hostport.yaml"
+
+log "hostPort pods: ${HP_PODS[*]}"
+check apply-hostport-pods kc apply -f "$T/hostport.yaml"
+check hostport-pods-ready kc wait --for=condition=Ready pod -l "app=$HP_LABEL" --timeout=90s
+# All on the one node: the scheduler sees no conflict between the three
+# pods on $HP_SAME (their hostIPs or protocols differ).
+hp_pods_on_node() {
+	local got
+	got=$(kc get pods -l "app=$HP_LABEL" -o json | jq -r '.items[] | "\(.metadata.name) \(.status.phase) \(.spec.nodeName)"')
+	echo "$got"
+	[ "$(awk -v n="$NODE_NAME" '$2 == "Running" && $3 == n' <<<"$got" | wc -l)" = "${#HP_PODS[@]}" ]
+}
+check hostport-pods-running-on-the-node hp_pods_on_node
+declare -A HP_IP=()
+for p in "${HP_PODS[@]}"; do
+	HP_IP[$p]=$(kc get pod "$p" -o jsonpath='{.status.podIP}')
+	IPS+=("${HP_IP[$p]}")
+	log "pod $p ${HP_IP[$p]}"
+done
+record_netns
+
+# What portmap programmed in the node's nat table (iptables, as
+# kube-proxy's): per pod a CNI-DN-* chain, DNAT to the pod's address.
+hostport_dnat() {
+	local rules p
+	rules=$(innode iptables-save -t nat) || return 1
+	for p in "${HP_PODS[@]}"; do
+		has "^-A CNI-DN-.* -j DNAT --to-destination ${HP_IP[$p]//./\\.}:808[01]\$" <<<"$rules" ||
+			{ echo "no DNAT to $p (${HP_IP[$p]})"; grep CNI- <<<"$rules"; return 1; }
+	done
+}
+check hostport-dnat-programmed hostport_dnat
+
+# udp_hello FROM TARGET-IP PORT POD: one datagram answered with POD's
+# string. FROM is a pod name, or "node" for the node's netns.
+udp_hello() {
+	local out
+	if [ "$1" = node ]; then
+		out=$(innode "$T/img/udphello" "$2:$3")
+	else
+		out=$(kc exec "$1" -- udphello "$2:$3")
+	fi
+	echo "$out"
+	[ "$out" = "epair-e2e-hello from $4" ]
+}
+check hostport-tcp-node-to-node-ip hello node "$NODE_IP" "$HP_PORT" hp-any
+check hostport-tcp-pod-to-node-ip hello "$B" "$NODE_IP" "$HP_PORT" hp-any
+check hostport-tcp-hairpin hello hp-any "$NODE_IP" "$HP_PORT" hp-any
+check hostport-udp-node-to-node-ip udp_hello node "$NODE_IP" "$HP_PORT" hp-any
+check hostport-udp-pod-to-node-ip udp_hello "$B" "$NODE_IP" "$HP_PORT" hp-any
+check hostport-same-port-127.0.0.1-tcp hello node 127.0.0.1 "$HP_SAME" hp-lo-tcp
+check hostport-same-port-node-ip-tcp hello node "$NODE_IP" "$HP_SAME" hp-node-tcp
+check hostport-same-port-node-ip-udp udp_hello node "$NODE_IP" "$HP_SAME" hp-node-udp
+# A connection from 127.0.0.1 is routed to the pod only with route_localnet
+# on the link it leaves by: portmap (snat, its default) sets it on the
+# pod's b end, then masquerades the source. (kube-proxy sets it for all
+# links of the node too, for localhost NodePorts: this checks portmap's.)
+route_localnet_set() {
+	local dev
+	dev=$(ip -n "$NS" -4 route show "${HP_IP[hp-lo-tcp]}/32" | awk '$2 == "dev" {print $3}')
+	[ -n "$dev" ] || { echo "no route to hp-lo-tcp"; return 1; }
+	[ "$(innode cat "/proc/sys/net/ipv4/conf/$dev/route_localnet")" = 1 ] || { echo "route_localnet off on $dev"; return 1; }
+}
+check hostport-127.0.0.1-route-localnet route_localnet_set
+
+# Deleted, their CNI DEL runs portmap's too: per-pod rules go (the shared
+# chains CNI-HOSTPORT-DNAT, -SETMARK and -MASQ stay, empty of pods, as
+# portmap leaves them on every node).
+check delete-hostport-pods kc delete pod -l "app=$HP_LABEL" --wait=true --timeout=60s
+check hostport-rules-gone-after-delete retry 15 portmap_rules_gone
+
 # ---------------------------------------------------------------- teardown
 
 log "deleting the Deployment and the Service"
@@ -822,6 +947,7 @@ nothing_left() { # [no-daemon]: also when the agent is gone
 	done
 	x=$(our_reservations)
 	[ -z "$x" ] || { echo "host-local reservations of our pods left in $IPAM_DIR: $x"; bad=1; }
+	portmap_rules_gone || bad=1
 	while read -r p; do [ -e "$p" ] && { echo "pod netns $p left"; bad=1; }; done <"$T/netns-paths"
 	# Our sandboxes: the ids in this containerd's log.
 	while read -r id; do

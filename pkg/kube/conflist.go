@@ -54,15 +54,30 @@ type pluginConf struct {
 	IPAM   ipamConf `json:"ipam"`
 }
 
+// portmapConf is the reference portmap plugin, chained after epair: the
+// runtime passes a pod's hostPorts only to plugins that declare the
+// portMappings capability, and portmap programs them (DNAT from the node's
+// addresses to the pod). Its snat stays at portmap's default (true), as
+// kindnet's and flannel's conflists leave it: that masquerades connections
+// from 127.0.0.1 (a hostIP of 127.0.0.1, with route_localnet set on the
+// pod's host-side link) and a pod's hairpin to its own hostPort.
+type portmapConf struct {
+	Type         string          `json:"type"`
+	Capabilities map[string]bool `json:"capabilities"`
+}
+
 type conflist struct {
-	CNIVersion  string       `json:"cniVersion"`
-	CNIVersions []string     `json:"cniVersions"`
-	Name        string       `json:"name"`
-	Plugins     []pluginConf `json:"plugins"`
+	CNIVersion  string   `json:"cniVersion"`
+	CNIVersions []string `json:"cniVersions"`
+	Name        string   `json:"name"`
+	// Plugins: pluginConf, then portmapConf.
+	Plugins []any `json:"plugins"`
 }
 
 // RenderConflist returns the node's conflist: the routed epair plugin with
-// one host-local range per podCIDR and a default route per family. It
+// one host-local range per podCIDR and a default route per family, then
+// portmap for the pods' hostPorts (what every Kubernetes node's default
+// network provides; kindnet and flannel chain it the same way). It
 // refuses what would make a broken config (no podCIDR, two of one family,
 // an MTU out of range, a relative socket) rather than write it.
 func RenderConflist(p ConflistParams) ([]byte, error) {
@@ -97,7 +112,10 @@ func RenderConflist(p ConflistParams) ([]byte, error) {
 		CNIVersion:  "1.0.0",
 		CNIVersions: []string{"1.0.0", "1.1.0"},
 		Name:        NetworkName,
-		Plugins:     []pluginConf{{Type: "epair", Mode: "routed", MTU: p.MTU, Socket: p.Socket, IPAM: ipam}},
+		Plugins: []any{
+			pluginConf{Type: "epair", Mode: "routed", MTU: p.MTU, Socket: p.Socket, IPAM: ipam},
+			portmapConf{Type: "portmap", Capabilities: map[string]bool{"portMappings": true}},
+		},
 	}, "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("encode conflist: %w", err)

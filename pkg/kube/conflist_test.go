@@ -57,9 +57,10 @@ func TestRenderConflist(t *testing.T) {
 			}
 			// libcni picks the highest of cniVersions it knows (1.1.0);
 			// cniVersion 1.0.0 is there for runtimes older than that.
-			if list.Name != NetworkName || list.CNIVersion != "1.1.0" || len(list.Plugins) != 1 {
+			if list.Name != NetworkName || list.CNIVersion != "1.1.0" || len(list.Plugins) != 2 {
 				t.Fatalf("name %q version %q plugins %d", list.Name, list.CNIVersion, len(list.Plugins))
 			}
+			checkPortmap(t, list.Plugins[1])
 			var top struct {
 				CNIVersion  string
 				CNIVersions []string
@@ -92,6 +93,27 @@ func TestRenderConflist(t *testing.T) {
 				t.Errorf("unexpected loopback or dataDir:\n%s", b)
 			}
 		})
+	}
+}
+
+// checkPortmap: the second plugin is portmap with the portMappings
+// capability (libcni hands a pod's hostPorts only to a plugin declaring it)
+// and nothing else: snat left at portmap's default (true), no bandwidth.
+func checkPortmap(t *testing.T, pm *libcni.PluginConfig) {
+	t.Helper()
+	if pm.Network.Type != "portmap" || !reflect.DeepEqual(pm.Network.Capabilities, map[string]bool{"portMappings": true}) {
+		t.Errorf("second plugin: type %q capabilities %v, want portmap with portMappings", pm.Network.Type, pm.Network.Capabilities)
+	}
+	var all map[string]any
+	if err := json.Unmarshal(pm.Bytes, &all); err != nil {
+		t.Fatal(err)
+	}
+	// libcni adds name and cniVersion to each plugin it parses from a list.
+	delete(all, "name")
+	delete(all, "cniVersion")
+	want := map[string]any{"type": "portmap", "capabilities": map[string]any{"portMappings": true}}
+	if !reflect.DeepEqual(all, want) {
+		t.Errorf("portmap conf %v, want %v", all, want)
 	}
 }
 
