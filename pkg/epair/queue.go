@@ -21,7 +21,7 @@ type queue struct {
 	bytes int
 	// spare is the slice the last flush emptied, reused so that a flush
 	// allocates nothing. Only the (single) running flush touches it.
-	spare []*Frame
+	spare     []*Frame
 	id        int
 	limit     int
 	byteLimit int // 0: no byte bound
