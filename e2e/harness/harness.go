@@ -212,6 +212,15 @@ func (d *Daemon) Start() {
 	t.Fatalf("daemon did not answer on %s", d.Socket)
 }
 
+// Pid is the daemon's process id (of unshare, for a daemon in its own pid
+// namespace), or 0 when it is not running.
+func (d *Daemon) Pid() int {
+	if d.cmd == nil || d.cmd.Process == nil {
+		return 0
+	}
+	return d.cmd.Process.Pid
+}
+
 // Kill sends SIGKILL, as a crash would.
 func (d *Daemon) Kill() {
 	if d.cmd != nil && d.cmd.Process != nil {

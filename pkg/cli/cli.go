@@ -115,6 +115,8 @@ func runDaemon(args []string) error {
 	stateDir := fs.String("state-dir", api.DefaultStateDir, "state directory")
 	queues := fs.Int("queues", 1, "queues per end (TAP queues and core workers)")
 	qlen := fs.Int("queue-len", epair.DefaultQueueLen, "bound of each receive queue (if_epair RXRSIZE)")
+	qbytes := fs.Int("queue-bytes", epair.DefaultQueueBytes, "bound of the buffer bytes of each receive queue (frames are kept in buffers of their size); 0: no byte bound")
+	maxBytes := fs.Int64("max-queued-bytes", epair.DefaultMaxQueuedBytes, "bound of the buffer bytes of all queues together")
 	policy := fs.String("dispatch", "direct", "dispatch policy: direct or deferred")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	peerPoll := fs.Bool("peer-poll", true, "after writing into a TAP, read its answer at once")
@@ -133,13 +135,19 @@ func runDaemon(args []string) error {
 	if *queues < 1 || *queues > daemon.MaxQueues || *qlen < 1 {
 		return fmt.Errorf("%w: --queues must be 1..%d and --queue-len at least 1", errUsage, daemon.MaxQueues)
 	}
+	if *qbytes < 0 || *qbytes > 0 && *qbytes < epair.FrameSize || *maxBytes < int64(epair.FrameSize) {
+		return fmt.Errorf("%w: --queue-bytes must be 0 or at least %d (one largest frame), --max-queued-bytes at least %d", errUsage, epair.FrameSize, epair.FrameSize)
+	}
+	if *qbytes == 0 {
+		*qbytes = -1 // the core's "no byte bound"
+	}
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(*level)); err != nil {
 		return fmt.Errorf("%w: --log-level: %w", errUsage, err)
 	}
 	opts := daemon.Options{
 		Socket: *sock, StateDir: *stateDir,
-		Core:     epair.Config{Queues: *queues, QueueLen: *qlen, Policy: pol},
+		Core:     epair.Config{Queues: *queues, QueueLen: *qlen, QueueBytes: *qbytes, MaxQueuedBytes: *maxBytes, Policy: pol},
 		Datapath: datapath.Options{PeerPoll: *peerPoll, BusyPoll: *busyPoll},
 	}
 	var ko *KubeOptions

@@ -45,6 +45,10 @@ type port struct {
 	q    *tap.Queue
 	end  *epair.End
 	busy time.Duration
+	// fit moves each frame into a buffer of its size before it is queued
+	// (the core bounds queues in bytes): small frames are copied out of
+	// the 64 KiB read buffer, which is kept for the next read.
+	fit bool
 	// mu is held while reading and transmitting; it also keeps Stop from
 	// closing the descriptor under a read (stopped is set under it).
 	mu      sync.Mutex
@@ -57,26 +61,34 @@ type port struct {
 }
 
 // drain reads and transmits until the queue is empty. The caller holds mu.
-// A frame buffer is taken from the pool for each read and given back if
-// the queue turns out empty.
+// A 64 KiB buffer is taken from the pool for the burst and given back once
+// the queue turns out empty, so an idle queue holds none.
 func (p *port) drain() (int, error) {
 	if p.stopped {
 		return 0, os.ErrClosed
 	}
+	buf := epair.GetFrame()
 	for n := 0; ; {
-		f := epair.GetFrame()
-		size, err := p.q.TryRead(f.Buf())
+		size, err := p.q.TryRead(buf.Buf())
 		if err != nil || size == 0 {
-			f.Release()
 			if errors.Is(err, tap.ErrTruncated) {
 				continue // larger than any frame a TAP may carry
 			}
+			buf.Release()
 			if err == nil {
 				p.pollPeers()
 			}
 			return n, err
 		}
-		f.Data = f.Buf()[:size]
+		f := buf
+		if p.fit {
+			f = buf.Fit(size)
+		} else {
+			f.Data = f.Buf()[:size]
+		}
+		if f == buf {
+			buf = epair.GetFrame()
+		}
 		p.end.Transmit(f) // the core owns the frame now
 		n++
 	}
@@ -144,10 +156,10 @@ func Start(core *epair.Core, mtu int, a, b *tap.Device, opts Options) *Link {
 	l.Pair.A.SetUp(true)
 	l.Pair.B.SetUp(true)
 	for _, q := range a.Queues {
-		l.aPorts = append(l.aPorts, &port{q: q, end: l.Pair.A, busy: opts.BusyPoll})
+		l.aPorts = append(l.aPorts, &port{q: q, end: l.Pair.A, busy: opts.BusyPoll, fit: core.FitsFrames()})
 	}
 	for _, q := range b.Queues {
-		l.bPorts = append(l.bPorts, &port{q: q, end: l.Pair.B, busy: opts.BusyPoll})
+		l.bPorts = append(l.bPorts, &port{q: q, end: l.Pair.B, busy: opts.BusyPoll, fit: core.FitsFrames()})
 	}
 	for _, p := range l.aPorts {
 		p.peers = l.bPorts

@@ -10,6 +10,16 @@ import (
 // DefaultQueueLen is if_epair's RXRSIZE: the bound of each receive queue.
 const DefaultQueueLen = 4096
 
+// DefaultQueueBytes bounds the buffer bytes one receive queue holds: 4096
+// frames of MTU 1500 (2 KiB buffers, as if_epair's mbuf clusters), or 128
+// GSO super-frames.
+const DefaultQueueBytes = 8 << 20
+
+// DefaultMaxQueuedBytes bounds the buffer bytes all queues of the daemon
+// hold together, far below the DaemonSet's memory limit (512 MiB): a flood
+// into stalled queues cannot get the daemon, and every pod with it, killed.
+const DefaultMaxQueuedBytes = 64 << 20
+
 // FrameSize is the capacity of a pooled frame buffer: a virtio-net header
 // and the largest GSO super-frame a TAP hands over, with an 802.1Q header.
 const FrameSize = VnetHdrLen + 65535 + EtherVLANHdrLen
@@ -64,6 +74,15 @@ type Config struct {
 	Queues int
 	// QueueLen bounds every queue; 0 means DefaultQueueLen.
 	QueueLen int
+	// QueueBytes bounds the buffer bytes of every queue; 0 means
+	// DefaultQueueBytes, negative means no byte bound at all (frames then
+	// keep the 64 KiB buffer they were read into, as before).
+	QueueBytes int
+	// MaxQueuedBytes bounds the buffer bytes of all queues together; 0
+	// means DefaultMaxQueuedBytes. An empty queue may always take one
+	// frame, so a pair whose queue drains keeps forwarding however full
+	// the others are.
+	MaxQueuedBytes int64
 	// Policy is the dispatch policy.
 	Policy Policy
 }
@@ -87,6 +106,7 @@ type Flusher interface {
 // pairs cost nothing and the cost does not grow with the number of pairs.
 type Core struct {
 	cfg     Config
+	queued  atomic.Int64 // buffer bytes in all queues
 	workers []*worker
 	done    chan struct{}
 	wg      sync.WaitGroup
@@ -101,6 +121,15 @@ func New(cfg Config) *Core {
 	if cfg.QueueLen <= 0 {
 		cfg.QueueLen = DefaultQueueLen
 	}
+	switch {
+	case cfg.QueueBytes == 0:
+		cfg.QueueBytes = DefaultQueueBytes
+	case cfg.QueueBytes < 0:
+		cfg.QueueBytes = 0
+	}
+	if cfg.MaxQueuedBytes <= 0 {
+		cfg.MaxQueuedBytes = DefaultMaxQueuedBytes
+	}
 	c := &Core{cfg: cfg, done: make(chan struct{})}
 	for i := 0; i < cfg.Queues; i++ {
 		w := &worker{wake: make(chan struct{}, 1)}
@@ -114,8 +143,16 @@ func New(cfg Config) *Core {
 	return c
 }
 
-// Config returns the configuration in force.
+// Config returns the configuration in force. QueueBytes is 0 when there is
+// no byte bound.
 func (c *Core) Config() Config { return c.cfg }
+
+// QueuedBytes returns the buffer bytes all queues hold now.
+func (c *Core) QueuedBytes() int64 { return c.queued.Load() }
+
+// FitsFrames reports whether frames should be moved into buffers of their
+// size before they are queued (Frame.Fit): when queues are bounded in bytes.
+func (c *Core) FitsFrames() bool { return c.cfg.QueueBytes > 0 }
 
 // Close stops the workers. Pairs must not transmit afterwards.
 func (c *Core) Close() {
@@ -154,7 +191,7 @@ func (c *Core) newEnd(mtu int, s Sink) *End {
 	e := &End{core: c, sink: s, queues: make([]queue, c.cfg.Queues)}
 	e.after, _ = s.(Flusher)
 	for i := range e.queues {
-		e.queues[i] = queue{id: i, end: e, limit: c.cfg.QueueLen}
+		e.queues[i] = queue{id: i, end: e, limit: c.cfg.QueueLen, byteLimit: c.cfg.QueueBytes}
 	}
 	e.mtu.Store(int32(mtu))
 	e.run.Store(true)
@@ -213,7 +250,8 @@ func (e *End) QueueLen() int {
 // segments) is dropped with OErrors and ErrTooBig; a sender not running or
 // not up drops with OErrors; a peer not running or not up drops with OErrors
 // and no error. A frame that finds the peer's queue full is dropped and
-// counted in OQDrops, also without error.
+// counted in OQDrops, also without error; so is one that would take the
+// queue, or all queues together, over their byte bound.
 func (e *End) Transmit(f *Frame) error {
 	if err := e.check(f.Data); err != nil {
 		f.Release()
@@ -259,7 +297,7 @@ func (e *End) menq(f *Frame) {
 	if wake {
 		q.state = waking
 	}
-	full := len(q.frames) >= q.limit
+	full := len(q.frames) >= q.limit || q.overBytes(f.Cap())
 	if !full {
 		q.frames = append(q.frames, f)
 	}
@@ -282,6 +320,26 @@ func (e *End) menq(f *Frame) {
 	}
 }
 
+// overBytes reports whether a frame of size more bytes would take q, or
+// the core, over its byte bound; if not, it counts them. Called with q.mu
+// held. An empty queue always takes one frame: a pair that keeps its queue
+// drained is never starved by the floods of others.
+func (q *queue) overBytes(size int) bool {
+	if q.byteLimit == 0 {
+		return false
+	}
+	if q.bytes+size > q.byteLimit {
+		return true
+	}
+	c := q.end.core
+	if q.bytes > 0 && c.queued.Load()+int64(size) > c.cfg.MaxQueuedBytes {
+		return true
+	}
+	q.bytes += size
+	c.queued.Add(int64(size))
+	return false
+}
+
 // dispatch runs the flush of a freshly woken queue according to the policy.
 func (c *Core) dispatch(q *queue) {
 	if c.cfg.Policy == Direct {
@@ -301,6 +359,10 @@ func (e *End) drain() {
 		q.mu.Lock()
 		frames := q.frames
 		q.frames = nil
+		if q.bytes > 0 {
+			q.end.core.queued.Add(int64(-q.bytes))
+			q.bytes = 0
+		}
 		q.mu.Unlock()
 		for _, f := range frames {
 			f.Release()

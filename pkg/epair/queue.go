@@ -16,12 +16,16 @@ type queue struct {
 	mu     sync.Mutex
 	state  qstate
 	frames []*Frame
+	// bytes is what the queued frames' buffers hold (Frame.Cap), bounded
+	// by byteLimit and counted in the core's total.
+	bytes int
 	// spare is the slice the last flush emptied, reused so that a flush
 	// allocates nothing. Only the (single) running flush touches it.
-	spare []*Frame
-	id    int
-	limit int
-	end   *End
+	spare     []*Frame
+	id        int
+	limit     int
+	byteLimit int // 0: no byte bound
+	end       *End
 }
 
 // flush is epair_tx_start_deferred: deliver everything queued at this moment,
@@ -32,6 +36,10 @@ func (q *queue) flush() {
 	batch := q.frames
 	q.frames, q.spare = q.spare[:0], nil
 	q.state = running
+	if q.bytes > 0 {
+		q.end.core.queued.Add(int64(-q.bytes))
+		q.bytes = 0
+	}
 	q.mu.Unlock()
 
 	e := q.end
@@ -114,28 +122,77 @@ func (w *worker) runPending() bool {
 }
 
 // Frame is one frame crossing the core: Data holds a virtio-net header of
-// VnetHdrLen bytes followed by the Ethernet frame. Frames come from a pool so
-// the hot path allocates nothing per frame.
+// VnetHdrLen bytes followed by the Ethernet frame. Frames come from pools,
+// one per buffer size class, so the hot path allocates nothing per frame.
 type Frame struct {
-	Data []byte
-	buf  []byte
+	Data  []byte
+	buf   []byte
+	class *sizeClass
 }
 
-var framePool = sync.Pool{New: func() any {
-	b := make([]byte, FrameSize)
-	return &Frame{buf: b, Data: b}
-}}
+// sizeClass is a pool of frame buffers of one size. A frame kept in a queue
+// holds a buffer of the smallest class it fits, so the bytes a queue holds
+// follow the bytes of its frames: a flood of 64-byte frames pins 256 bytes a
+// frame (about an mbuf, as in if_epair), not a 64 KiB buffer each.
+type sizeClass struct {
+	size int
+	pool sync.Pool
+}
 
-// GetFrame returns a pooled frame whose Data spans the whole buffer of
-// FrameSize bytes.
-func GetFrame() *Frame {
-	f := framePool.Get().(*Frame)
+// sizeClasses, smallest first: small frames (ARP, ACKs, a 64-byte UDP
+// flood), one frame of MTU 1500, one of MTU 9000, and the largest GSO
+// super-frame a TAP hands over (FrameSize).
+var sizeClasses = func() []*sizeClass {
+	var cs []*sizeClass
+	for _, size := range []int{256, 2048, 9216 + VnetHdrLen + EtherVLANHdrLen, FrameSize} {
+		c := &sizeClass{size: size}
+		c.pool.New = func() any {
+			b := make([]byte, c.size)
+			return &Frame{buf: b, Data: b, class: c}
+		}
+		cs = append(cs, c)
+	}
+	return cs
+}()
+
+var largest = sizeClasses[len(sizeClasses)-1]
+
+func (c *sizeClass) get() *Frame {
+	f := c.pool.Get().(*Frame)
 	f.Data = f.buf
 	return f
 }
 
+// GetFrame returns a pooled frame whose Data spans a whole buffer of
+// FrameSize bytes: big enough for any frame a TAP reads.
+func GetFrame() *Frame { return largest.get() }
+
 // Buf returns the frame's whole buffer, to read a frame into.
 func (f *Frame) Buf() []byte { return f.buf }
 
-// Release returns the frame to the pool.
-func (f *Frame) Release() { framePool.Put(f) }
+// Cap returns the size of the frame's buffer: what it costs a queue to keep.
+func (f *Frame) Cap() int { return len(f.buf) }
+
+// Release returns the frame to its pool.
+func (f *Frame) Release() { f.class.pool.Put(f) }
+
+// Fit returns a frame holding the first n bytes of f's buffer in the
+// smallest buffer they fit. When that is f's own size, f itself is returned
+// (no copy) and the caller no longer owns f; otherwise the bytes are copied
+// into a smaller pooled frame and f stays the caller's, to read the next
+// frame into. Data of the result is the n bytes.
+func (f *Frame) Fit(n int) *Frame {
+	for _, c := range sizeClasses {
+		if n > c.size {
+			continue
+		}
+		if c == f.class {
+			break
+		}
+		g := c.get()
+		g.Data = g.buf[:copy(g.buf, f.buf[:n])]
+		return g
+	}
+	f.Data = f.buf[:n]
+	return f
+}
