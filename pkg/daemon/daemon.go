@@ -19,6 +19,10 @@ import (
 type Options struct {
 	Socket   string
 	StateDir string
+	// LockWait bounds how long the daemon waits for the state dir's lock
+	// (state.OpenWait): a daemon killed just before still holds it for a
+	// moment. Zero does not wait.
+	LockWait time.Duration
 	Core     epair.Config
 	Datapath datapath.Options
 	// Ready, when set, is called once the socket serves (the Kubernetes
@@ -43,7 +47,7 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.StateDir == "" {
 		opts.StateDir = api.DefaultStateDir
 	}
-	store, err := state.Open(opts.StateDir)
+	store, err := state.OpenWait(opts.StateDir, opts.LockWait)
 	if err != nil {
 		return err
 	}
