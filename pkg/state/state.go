@@ -72,7 +72,7 @@ func Open(dir string) (*Store, error) { return OpenWait(dir, DefaultLockWait) }
 // it, so two daemons never share one state. While another process holds the
 // lock it waits up to wait (see waitLock). Holding the lock, it writes its
 // pid into the lock file, for the next one to name while it waits, and
-// removes the temporary files a crash left behind.
+// removes the temporary files a crash left behind (removeTemps).
 func OpenWait(dir string, wait time.Duration) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state dir: %w", err)
@@ -86,6 +86,7 @@ func OpenWait(dir string, wait time.Duration) (*Store, error) {
 		return nil, err
 	}
 	writeHolder(f)
+	removeTemps(dir)
 	return &Store{dir: dir, lock: f}, nil
 }
 
