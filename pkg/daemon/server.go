@@ -22,15 +22,14 @@ var Version = "dev"
 
 type ctxKey struct{}
 
-// listen opens the unix socket: its directory is made 0700 if missing, the
-// socket 0600, and a stale socket from a dead daemon is replaced, while a
-// live one is an error.
+// listen opens the unix socket: its directory is made the daemon's own,
+// 0700 (secureSocketDir), the socket 0600, and a stale socket from a dead
+// daemon, or an impostor's, is replaced, while a live daemon's is an error.
 func listen(socket string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(socket), 0o700); err != nil {
-		return nil, fmt.Errorf("create socket dir: %w", err)
+	if err := secureSocketDir(filepath.Dir(socket)); err != nil {
+		return nil, err
 	}
-	if c, err := net.Dial("unix", socket); err == nil {
-		c.Close()
+	if liveDaemon(socket) {
 		return nil, fmt.Errorf("another daemon is already listening on %s", socket)
 	}
 	if err := os.Remove(socket); err != nil && !errors.Is(err, os.ErrNotExist) {
