@@ -68,9 +68,9 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: d.handler(), ConnContext: connContext, ReadHeaderTimeout: 10 * time.Second}
+	srv := newServer(d.handler(), defaultLimits)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(l) }()
+	go func() { errc <- srv.Serve(newLimitListener(l, defaultLimits.maxConns)) }()
 	if opts.Ready != nil {
 		opts.Ready()
 	}

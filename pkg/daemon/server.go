@@ -52,7 +52,7 @@ func listen(socket string) (net.Listener, error) {
 // The socket's mode already keeps other users out; checking the peer as well
 // keeps them out even if the mode was loosened by hand.
 func peerUID(c net.Conn) (uint32, bool) {
-	uc, ok := c.(*net.UnixConn)
+	uc, ok := c.(syscall.Conn) // a *net.UnixConn, or the limitConn around it
 	if !ok {
 		return 0, false
 	}
@@ -107,14 +107,11 @@ func rootOnly(next http.Handler) http.Handler {
 }
 
 func (d *Daemon) create(w http.ResponseWriter, r *http.Request) {
-	var req api.CreateRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		reply(w, http.StatusBadRequest, api.Error{Error: "malformed request: " + err.Error()})
+	req := readCreate(w, r)
+	if req == nil {
 		return
 	}
-	p, err := d.m.Create(&req)
+	p, err := d.m.Create(req)
 	if err == nil {
 		reply(w, http.StatusCreated, p)
 		return
