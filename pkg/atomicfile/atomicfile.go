@@ -3,9 +3,12 @@
 package atomicfile
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // Write replaces path with data: a temporary file in the same directory,
@@ -13,7 +16,7 @@ import (
 // directory so the rename itself survives a crash.
 func Write(path string, data []byte, perm os.FileMode) error {
 	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	f, err := os.CreateTemp(dir, tempPrefix(path)+"*")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
@@ -50,4 +53,46 @@ func syncDir(dir string) error {
 		return fmt.Errorf("fsync %s: %w", dir, err)
 	}
 	return nil
+}
+
+// tempPrefix is how the names of path's temporary files begin; os.CreateTemp
+// ends them with a decimal random number.
+func tempPrefix(path string) string { return "." + filepath.Base(path) + ".tmp-" }
+
+// IsTemp reports whether name (a base name) is one Write gives a temporary
+// file of path.
+func IsTemp(path, name string) bool {
+	rest, ok := strings.CutPrefix(name, tempPrefix(path))
+	if !ok || rest == "" {
+		return false
+	}
+	return strings.Trim(rest, "0123456789") == ""
+}
+
+// RemoveTemps removes the temporary files of path that a process killed
+// inside Write left in path's directory: regular files named as IsTemp says,
+// nothing else. Call it only while no one writes path (the daemon does,
+// holding its state lock), or it would pull a file from under a Write. It
+// returns the names it removed.
+func RemoveTemps(path string) ([]string, error) {
+	dir := filepath.Dir(path)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", dir, err)
+	}
+	var removed []string
+	var errs []error
+	for _, e := range ents {
+		if !e.Type().IsRegular() || !IsTemp(path, e.Name()) {
+			continue
+		}
+		err := os.Remove(filepath.Join(dir, e.Name()))
+		switch {
+		case err == nil:
+			removed = append(removed, e.Name())
+		case !errors.Is(err, fs.ErrNotExist):
+			errs = append(errs, fmt.Errorf("remove leftover %s: %w", e.Name(), err))
+		}
+	}
+	return removed, errors.Join(errs...)
 }

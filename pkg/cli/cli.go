@@ -21,6 +21,7 @@ import (
 	"github.com/epair-cni/epair/pkg/daemon"
 	"github.com/epair-cni/epair/pkg/datapath"
 	"github.com/epair-cni/epair/pkg/epair"
+	"github.com/epair-cni/epair/pkg/state"
 )
 
 const usage = `usage: epair COMMAND [flags]
@@ -121,9 +122,13 @@ func runDaemon(args []string) error {
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	peerPoll := fs.Bool("peer-poll", true, "after writing into a TAP, read its answer at once")
 	busyPoll := fs.Duration("busy-poll", 0, "keep polling a queue this long after its last frame (0: sleep at once)")
+	lockWait := fs.Duration("lock-wait", state.DefaultLockWait, "how long to wait for the state dir's lock (a daemon killed just now holds it a moment)")
 	kf := kubeFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *lockWait < 0 {
+		return fmt.Errorf("%w: --lock-wait must not be negative", errUsage)
 	}
 	pol, err := epair.ParsePolicy(*policy)
 	if err != nil {
@@ -146,7 +151,7 @@ func runDaemon(args []string) error {
 		return fmt.Errorf("%w: --log-level: %w", errUsage, err)
 	}
 	opts := daemon.Options{
-		Socket: *sock, StateDir: *stateDir,
+		Socket: *sock, StateDir: *stateDir, LockWait: *lockWait,
 		Core:     epair.Config{Queues: *queues, QueueLen: *qlen, QueueBytes: *qbytes, MaxQueuedBytes: *maxBytes, Policy: pol},
 		Datapath: datapath.Options{PeerPoll: *peerPoll, BusyPoll: *busyPoll},
 	}

@@ -11,13 +11,22 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"time"
 
 	"github.com/epair-cni/epair/pkg/api"
+	"golang.org/x/sys/unix"
 )
 
 // ErrUnreachable means the daemon did not answer on its socket.
 var ErrUnreachable = errors.New("epair daemon not reachable")
+
+// ErrNotRoot means the process listening on the daemon's socket is not
+// root: not the daemon but someone who put their socket in its place (or,
+// rarely, its uid could not be read). Nothing was sent to it. Unlike
+// ErrUnreachable it is not transient: trying again talks to the impostor
+// again.
+var ErrNotRoot = errors.New("epair daemon socket is not served by root")
 
 // APIError is an answer from the daemon that is not a success.
 type APIError struct {
@@ -37,20 +46,91 @@ func IsNotFound(err error) bool {
 type Client struct {
 	socket string
 	hc     *http.Client
+	// allowOwnUID also trusts a listener of the client's own uid.
+	allowOwnUID bool
 }
 
-// New returns a client for the daemon listening on socket.
-func New(socket string) *Client {
+// Option changes how a Client checks or talks to its daemon.
+type Option func(*Client)
+
+// AllowOwnUID makes the client trust a socket served by its own uid as well
+// as one served by root. It is for tests that run a fake daemon as an
+// unprivileged user; the plugin and the CLI never use it.
+func AllowOwnUID() Option { return func(c *Client) { c.allowOwnUID = true } }
+
+// idleConnTimeout is shorter than the daemon's idle timeout (10 s), so the
+// client drops a kept-alive connection before the daemon closes it: a
+// request sent just as the daemon closes would fail, and a POST is not
+// retried.
+const idleConnTimeout = 5 * time.Second
+
+// New returns a client for the daemon listening on socket. Before it sends
+// anything on a connection it checks that the process listening on the
+// socket is root (SO_PEERCRED), and fails with ErrNotRoot if not.
+func New(socket string, opts ...Option) *Client {
 	if socket == "" {
 		socket = api.DefaultSocket
 	}
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		},
+	c := &Client{socket: socket}
+	for _, o := range opts {
+		o(c)
 	}
-	return &Client{socket: socket, hc: &http.Client{Transport: tr, Timeout: 60 * time.Second}}
+	tr := &http.Transport{DialContext: c.dial, IdleConnTimeout: idleConnTimeout}
+	c.hc = &http.Client{Transport: tr, Timeout: 60 * time.Second}
+	return c
+}
+
+// dial connects to the socket and checks who listens on it.
+func (c *Client) dial(ctx context.Context, _, _ string) (net.Conn, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.socket)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.checkPeer(conn); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+// checkPeer fails with ErrNotRoot unless the listener on conn is root (or
+// the client's own uid, with AllowOwnUID). The kernel records the listener's
+// credentials when it called listen(2), so a socket put in the daemon's
+// place by another user shows that user's uid, whatever it does after.
+func (c *Client) checkPeer(conn net.Conn) error {
+	cred, err := peerCred(conn)
+	if err != nil {
+		return fmt.Errorf("%w: cannot read who serves %s: %w", ErrNotRoot, c.socket, err)
+	}
+	if cred.Uid == 0 || c.allowOwnUID && cred.Uid == uint32(os.Getuid()) {
+		return nil
+	}
+	return fmt.Errorf("%w: %s is served by uid %d (pid %d, as the kernel saw it), not by root: refusing to send it anything; the daemon's socket was replaced, or its directory is open to others",
+		ErrNotRoot, c.socket, cred.Uid, cred.Pid)
+}
+
+// peerCred reads SO_PEERCRED of a unix socket connection.
+func peerCred(conn net.Conn) (*unix.Ucred, error) {
+	uc, ok := conn.(*net.UnixConn)
+	if !ok {
+		return nil, fmt.Errorf("not a unix socket connection: %T", conn)
+	}
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := rc.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return nil, err
+	}
+	if cerr != nil {
+		return nil, fmt.Errorf("SO_PEERCRED: %w", cerr)
+	}
+	return cred, nil
 }
 
 // Socket returns the socket path the client uses.
@@ -106,6 +186,15 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.hc.Do(req)
+	if errors.Is(err, ErrNotRoot) {
+		// Not wrapped in ErrUnreachable: no "try again later" for an
+		// impostor. The dial error alone says it; drop net/http's prefix.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			return ue.Err
+		}
+		return err
+	}
 	if err != nil {
 		return fmt.Errorf("%w at %s (is `epair daemon` running, and are you root?): %w", ErrUnreachable, c.socket, err)
 	}

@@ -19,6 +19,10 @@ import (
 type Options struct {
 	Socket   string
 	StateDir string
+	// LockWait bounds how long the daemon waits for the state dir's lock
+	// (state.OpenWait): a daemon killed just before still holds it for a
+	// moment. Zero does not wait.
+	LockWait time.Duration
 	Core     epair.Config
 	Datapath datapath.Options
 	// Ready, when set, is called once the socket serves (the Kubernetes
@@ -43,7 +47,7 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.StateDir == "" {
 		opts.StateDir = api.DefaultStateDir
 	}
-	store, err := state.Open(opts.StateDir)
+	store, err := state.OpenWait(opts.StateDir, opts.LockWait)
 	if err != nil {
 		return err
 	}
@@ -64,9 +68,9 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: d.handler(), ConnContext: connContext, ReadHeaderTimeout: 10 * time.Second}
+	srv := newServer(d.handler(), defaultLimits)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(l) }()
+	go func() { errc <- srv.Serve(newLimitListener(l, defaultLimits.maxConns)) }()
 	if opts.Ready != nil {
 		opts.Ready()
 	}

@@ -22,15 +22,14 @@ var Version = "dev"
 
 type ctxKey struct{}
 
-// listen opens the unix socket: its directory is made 0700 if missing, the
-// socket 0600, and a stale socket from a dead daemon is replaced, while a
-// live one is an error.
+// listen opens the unix socket: its directory is made the daemon's own,
+// 0700 (secureSocketDir), the socket 0600, and a stale socket from a dead
+// daemon, or an impostor's, is replaced, while a live daemon's is an error.
 func listen(socket string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(socket), 0o700); err != nil {
-		return nil, fmt.Errorf("create socket dir: %w", err)
+	if err := secureSocketDir(filepath.Dir(socket)); err != nil {
+		return nil, err
 	}
-	if c, err := net.Dial("unix", socket); err == nil {
-		c.Close()
+	if liveDaemon(socket) {
 		return nil, fmt.Errorf("another daemon is already listening on %s", socket)
 	}
 	if err := os.Remove(socket); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -53,7 +52,7 @@ func listen(socket string) (net.Listener, error) {
 // The socket's mode already keeps other users out; checking the peer as well
 // keeps them out even if the mode was loosened by hand.
 func peerUID(c net.Conn) (uint32, bool) {
-	uc, ok := c.(*net.UnixConn)
+	uc, ok := c.(syscall.Conn) // a *net.UnixConn, or the limitConn around it
 	if !ok {
 		return 0, false
 	}
@@ -108,14 +107,11 @@ func rootOnly(next http.Handler) http.Handler {
 }
 
 func (d *Daemon) create(w http.ResponseWriter, r *http.Request) {
-	var req api.CreateRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		reply(w, http.StatusBadRequest, api.Error{Error: "malformed request: " + err.Error()})
+	req := readCreate(w, r)
+	if req == nil {
 		return
 	}
-	p, err := d.m.Create(&req)
+	p, err := d.m.Create(req)
 	if err == nil {
 		reply(w, http.StatusCreated, p)
 		return

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/epair-cni/epair/pkg/api"
 	"github.com/epair-cni/epair/pkg/atomicfile"
@@ -64,21 +65,35 @@ type Store struct {
 	lock *os.File
 }
 
-// Open creates dir (mode 0700) if needed and takes an exclusive lock on it,
-// so two daemons never share one state.
-func Open(dir string) (*Store, error) {
+// Open is OpenWait with DefaultLockWait.
+func Open(dir string) (*Store, error) { return OpenWait(dir, DefaultLockWait) }
+
+// OpenWait creates dir (mode 0700) if needed and takes an exclusive lock on
+// it, so two daemons never share one state. While another process holds the
+// lock it waits up to wait (see waitLock). Holding the lock, it writes its
+// pid into the lock file, for the next one to name while it waits, and
+// removes the temporary files a crash left behind (removeTemps).
+func OpenWait(dir string, wait time.Duration) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state dir: %w", err)
 	}
-	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := os.OpenFile(filepath.Join(dir, lockName), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open state lock: %w", err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	if err := waitLock(f, dir, wait); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("state dir %s is in use by another epair daemon: %w", dir, err)
+		return nil, err
 	}
+	writeHolder(f)
+	removeTemps(dir)
 	return &Store{dir: dir, lock: f}, nil
+}
+
+// tryLock takes the lock of f without waiting; unix.EWOULDBLOCK means
+// another open file holds it.
+func tryLock(f *os.File) error {
+	return unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 }
 
 // Close releases the lock.

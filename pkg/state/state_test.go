@@ -39,19 +39,6 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 	}
 }
 
-func TestSecondStoreOnSameDirFails(t *testing.T) {
-	dir := t.TempDir()
-	s, err := Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if s2, err := Open(dir); err == nil {
-		s2.Close()
-		t.Fatal("a second daemon could open the same state dir")
-	}
-}
-
 func TestCorruptStateIsAnError(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, fileName), []byte("{not json"), 0o600)
