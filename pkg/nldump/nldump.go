@@ -22,17 +22,19 @@ import (
 const Attempts = 5
 
 // Retry calls list until it is not interrupted, at most Attempts times. An
-// error that is not an interruption is returned at once.
-func Retry[T any](list func() ([]T, error)) ([]T, error) {
+// error that is not an interruption is returned at once. With an error, the
+// result is always T's zero value, never a partial listing.
+func Retry[T any](list func() (T, error)) (T, error) {
+	var zero T
 	var err error
 	for range Attempts {
-		var got []T
+		var got T
 		if got, err = list(); err == nil {
 			return got, nil
 		}
 		if !errors.Is(err, unix.EINTR) {
-			return nil, err
+			return zero, err
 		}
 	}
-	return nil, fmt.Errorf("%w (interrupted %d times)", err, Attempts)
+	return zero, fmt.Errorf("%w (interrupted %d times)", err, Attempts)
 }
