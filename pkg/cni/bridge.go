@@ -12,8 +12,10 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ip"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"github.com/epair-cni/epair/pkg/epair"
+	"github.com/epair-cni/epair/pkg/nldump"
 	"github.com/vishvananda/netlink"
 )
 
@@ -208,7 +210,7 @@ func ensureBridge(conf *NetConf) (*netlink.Bridge, error) {
 	if err := netlink.LinkAdd(br); err != nil && !errors.Is(err, syscall.EEXIST) {
 		return nil, fmt.Errorf("create bridge %s: %w", conf.Bridge, noVlanSupport(conf, err))
 	}
-	l, err := netlink.LinkByName(conf.Bridge)
+	l, err := netlinksafe.LinkByName(conf.Bridge)
 	if err != nil {
 		return nil, fmt.Errorf("find bridge %s: %w", conf.Bridge, err)
 	}
@@ -255,7 +257,7 @@ func noVlanSupport(conf *NetConf, err error) error {
 func accessPort(port netlink.Link, vid int, preserveDefault bool) error {
 	name := port.Attrs().Name
 	if !preserveDefault {
-		all, err := netlink.BridgeVlanList()
+		all, err := nldump.Retry(netlink.BridgeVlanList)
 		if err != nil {
 			return fmt.Errorf("list VLANs: %w", err)
 		}
@@ -284,7 +286,7 @@ func ensureVlanIf(conf *NetConf, br *netlink.Bridge) (netlink.Link, error) {
 	if err := netlink.LinkAdd(v); err != nil && !errors.Is(err, syscall.EEXIST) {
 		return nil, fmt.Errorf("create %s: %w", name, noVlanSupport(conf, err))
 	}
-	l, err := netlink.LinkByName(name)
+	l, err := netlinksafe.LinkByName(name)
 	if err != nil {
 		return nil, fmt.Errorf("find %s: %w", name, err)
 	}
@@ -305,7 +307,7 @@ func ensureGatewayAddr(l netlink.Link, gw *net.IPNet, force bool) error {
 	if gw.IP.To4() == nil {
 		fam = netlink.FAMILY_V6
 	}
-	addrs, err := netlink.AddrList(l, fam)
+	addrs, err := nldump.Retry(func() ([]netlink.Addr, error) { return netlink.AddrList(l, fam) })
 	if err != nil {
 		return fmt.Errorf("list addresses of %s: %w", l.Attrs().Name, err)
 	}

@@ -9,6 +9,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ip"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/epair-cni/epair/pkg/api"
 	"github.com/epair-cni/epair/pkg/client"
@@ -63,7 +64,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 // namespace, where ADD put it): there, with its MAC, and routed to each pod
 // address or enslaved to the bridge.
 func checkHost(conf *NetConf, p *api.Pair, prev *current.Result) error {
-	l, err := netlink.LinkByName(p.B.Name)
+	l, err := netlinksafe.LinkByName(p.B.Name)
 	if err != nil {
 		return mismatch("b end %s is not in this (the runtime's) network namespace: %v", p.B.Name, err)
 	}
@@ -71,7 +72,7 @@ func checkHost(conf *NetConf, p *api.Pair, prev *current.Result) error {
 		return mismatch("%s here has MAC %s, the pair's b end has %s: not our device", p.B.Name, got, p.B.MAC)
 	}
 	if conf.Mode == ModeBridge {
-		br, err := netlink.LinkByName(conf.Bridge)
+		br, err := netlinksafe.LinkByName(conf.Bridge)
 		if err != nil || l.Attrs().MasterIndex != br.Attrs().Index {
 			return mismatch("%s is not a port of bridge %s", p.B.Name, conf.Bridge)
 		}
@@ -127,7 +128,7 @@ func checkInterfaces(p *api.Pair, args *skel.CmdArgs, prev *current.Result) erro
 // addresses and routes of prevResult are on it.
 func checkPod(args *skel.CmdArgs, p *api.Pair, prev *current.Result) error {
 	return ns.WithNetNSPath(args.Netns, func(ns.NetNS) error {
-		l, err := netlink.LinkByName(args.IfName)
+		l, err := netlinksafe.LinkByName(args.IfName)
 		if err != nil {
 			return mismatch("%s is missing in %s: %v", args.IfName, args.Netns, err)
 		}

@@ -8,6 +8,7 @@ import (
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ip"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/epair-cni/epair/pkg/api"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -24,7 +25,7 @@ import (
 // segment; with isGateway the bridge (or its VLAN interface, which setupHost
 // then returns) holds the gateways with the subnet's prefix.
 func setupHost(conf *NetConf, p *api.Pair, res *current.Result) (netlink.Link, error) {
-	b, err := netlink.LinkByName(p.B.Name)
+	b, err := netlinksafe.LinkByName(p.B.Name)
 	if err != nil {
 		return nil, fmt.Errorf("find %s: %w", p.B.Name, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/epair-cni/epair/pkg/api"
 	"github.com/epair-cni/epair/pkg/nsfile"
@@ -140,7 +141,7 @@ func linkExists(path, name string) (bool, error) {
 		return false, err
 	}
 	defer h.Close()
-	_, err = h.LinkByName(name)
+	_, err = netlinksafe.Handle{Handle: h}.LinkByName(name)
 	if err == nil {
 		return true, nil
 	}
@@ -187,7 +188,7 @@ func findTap(h *netlink.Handle, index int, name string) netlink.Link {
 	if index > 0 {
 		l, err = h.LinkByIndex(index)
 	} else {
-		l, err = h.LinkByName(name)
+		l, err = netlinksafe.Handle{Handle: h}.LinkByName(name)
 	}
 	if err != nil || l.Type() != "tuntap" {
 		return nil

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/epair-cni/epair/pkg/nldump"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
@@ -113,16 +114,39 @@ type Router interface {
 // handle belongs to.
 type NetlinkRouter struct {
 	H *netlink.Handle
+	t routeTable // H if nil; tests fake it
+}
+
+// routeTable is what NetlinkRouter needs of a netlink handle.
+type routeTable interface {
+	RouteListFiltered(family int, filter *netlink.Route, filterMask uint64) ([]netlink.Route, error)
+	RouteReplace(route *netlink.Route) error
+	RouteDel(route *netlink.Route) error
+}
+
+func (r *NetlinkRouter) table() routeTable {
+	if r.t != nil {
+		return r.t
+	}
+	return r.H
+}
+
+// list dumps the routes of the main table matching filter, retrying an
+// interrupted dump: every decision of Sync rests on a whole listing.
+func (r *NetlinkRouter) list(family int, filter *netlink.Route, mask uint64) ([]netlink.Route, error) {
+	filter.Table = unix.RT_TABLE_MAIN
+	return nldump.Retry(func() ([]netlink.Route, error) {
+		return r.table().RouteListFiltered(family, filter, mask|netlink.RT_FILTER_TABLE)
+	})
 }
 
 // Sync replaces every desired route whose gateway differs and deletes
 // every route of epair's protocol that is no longer desired. A desired
 // destination already routed by someone else is left to them, with a
-// warning. Errors of single routes do not stop the others.
+// warning. Errors of single routes do not stop the others; a listing that
+// fails changes nothing it would have decided, and the caller retries.
 func (r *NetlinkRouter) Sync(desired []Route) error {
-	have, err := r.H.RouteListFiltered(netlink.FAMILY_ALL,
-		&netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN},
-		netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	have, err := r.list(netlink.FAMILY_ALL, &netlink.Route{Protocol: RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
 	if err != nil {
 		return fmt.Errorf("list epair routes: %w", err)
 	}
@@ -144,7 +168,7 @@ func (r *NetlinkRouter) Sync(desired []Route) error {
 		if want[p] {
 			continue
 		}
-		if err := r.H.RouteDel(&rt); err != nil && !errors.Is(err, unix.ESRCH) {
+		if err := r.table().RouteDel(&rt); err != nil && !errors.Is(err, unix.ESRCH) {
 			errs = append(errs, fmt.Errorf("delete route %v: %w", p, err))
 			continue
 		}
@@ -159,7 +183,11 @@ func (r *NetlinkRouter) ensure(d Route, ours map[netip.Prefix]netlink.Route) err
 		return nil
 	}
 	if _, ok := ours[d.Dst]; !ok {
-		if owner, ok := r.foreign(d.Dst); ok {
+		owner, ok, err := r.foreign(d.Dst)
+		if err != nil {
+			return fmt.Errorf("route %v: %w", d, err)
+		}
+		if ok {
 			slog.Warn("not routing a node's podCIDR: another route for it exists",
 				"node", d.Node, "dst", d.Dst, "protocol", owner)
 			return nil
@@ -171,7 +199,7 @@ func (r *NetlinkRouter) ensure(d Route, ours map[netip.Prefix]netlink.Route) err
 		Protocol: RouteProtocol,
 		Table:    unix.RT_TABLE_MAIN,
 	}
-	if err := r.H.RouteReplace(rt); err != nil {
+	if err := r.table().RouteReplace(rt); err != nil {
 		return fmt.Errorf("route %v: %w", d, err)
 	}
 	slog.Info("routed a node's pods", "node", d.Node, "dst", d.Dst, "via", d.Via)
@@ -179,14 +207,17 @@ func (r *NetlinkRouter) ensure(d Route, ours map[netip.Prefix]netlink.Route) err
 }
 
 // foreign reports a route for exactly dst in the main table that epair did
-// not add: replacing it would destroy it.
-func (r *NetlinkRouter) foreign(dst netip.Prefix) (netlink.RouteProtocol, bool) {
-	rts, err := r.H.RouteListFiltered(familyOf(dst), &netlink.Route{Dst: prefixNet(dst), Table: unix.RT_TABLE_MAIN},
-		netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
-	if err != nil || len(rts) == 0 {
-		return 0, false
+// not add: replacing it would destroy it. When the listing fails, so does
+// foreign: nobody knows then whether the route is someone else's.
+func (r *NetlinkRouter) foreign(dst netip.Prefix) (netlink.RouteProtocol, bool, error) {
+	rts, err := r.list(familyOf(dst), &netlink.Route{Dst: prefixNet(dst)}, netlink.RT_FILTER_DST)
+	if err != nil {
+		return 0, false, fmt.Errorf("list routes to %v: %w", dst, err)
 	}
-	return rts[0].Protocol, rts[0].Protocol != RouteProtocol
+	if len(rts) == 0 {
+		return 0, false, nil
+	}
+	return rts[0].Protocol, rts[0].Protocol != RouteProtocol, nil
 }
 
 func familyOf(p netip.Prefix) int {

@@ -1,10 +1,14 @@
 package kube
 
 import (
+	"errors"
 	"net/netip"
 	"reflect"
 	"testing"
 
+	"github.com/epair-cni/epair/pkg/nldump"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -66,5 +70,102 @@ func TestDesiredRoutesAlone(t *testing.T) {
 	routes, skips := DesiredRoutes("self", []*corev1.Node{node("self", []string{"10.244.0.0/24"}, "192.168.0.1")})
 	if len(routes) != 0 || len(skips) != 0 {
 		t.Errorf("single node: routes %v skips %v", routes, skips)
+	}
+}
+
+// fakeTable answers NetlinkRouter's listings in turn from two scripts, one
+// for epair's own routes (filtered by protocol), one for the foreign-route
+// check (filtered by destination); past a script's end it lists nothing.
+// It records what is replaced and deleted.
+type fakeTable struct {
+	ours, byDst []listing
+	replaced    []netlink.Route
+	deleted     []netlink.Route
+}
+
+type listing struct {
+	routes []netlink.Route
+	err    error
+}
+
+func (f *fakeTable) RouteListFiltered(_ int, filter *netlink.Route, mask uint64) ([]netlink.Route, error) {
+	script := &f.byDst
+	if mask&netlink.RT_FILTER_PROTOCOL != 0 {
+		script = &f.ours
+	}
+	if len(*script) == 0 {
+		return nil, nil
+	}
+	l := (*script)[0]
+	*script = (*script)[1:]
+	return l.routes, l.err
+}
+
+func (f *fakeTable) RouteReplace(r *netlink.Route) error {
+	f.replaced = append(f.replaced, *r)
+	return nil
+}
+
+func (f *fakeTable) RouteDel(r *netlink.Route) error {
+	f.deleted = append(f.deleted, *r)
+	return nil
+}
+
+var (
+	desired = []Route{rt("10.244.1.0/24", "192.168.0.11", "a")}
+	// someone else's route for the desired podCIDR, say a BGP daemon's
+	bgpRoute = netlink.Route{Dst: prefixNet(netip.MustParsePrefix("10.244.1.0/24")), Protocol: unix.RTPROT_BGP}
+	// epair's route to a node that is gone
+	staleRoute = netlink.Route{Dst: prefixNet(netip.MustParsePrefix("10.244.9.0/24")), Protocol: RouteProtocol}
+)
+
+// TestSyncFailedForeignCheckReplacesNothing: when the listing that tells
+// whether the desired podCIDR is someone else's route fails (here: stays
+// interrupted), Sync must not replace it but return the error.
+func TestSyncFailedForeignCheckReplacesNothing(t *testing.T) {
+	for _, err := range []error{unix.ENOBUFS, netlink.ErrDumpInterrupted} {
+		f := &fakeTable{}
+		for range nldump.Attempts {
+			f.byDst = append(f.byDst, listing{[]netlink.Route{}, err})
+		}
+		got := (&NetlinkRouter{t: f}).Sync(desired)
+		if !errors.Is(got, err) {
+			t.Errorf("%v: Sync returned %v, want the listing's error", err, got)
+		}
+		if len(f.replaced) != 0 {
+			t.Errorf("%v: replaced %v without knowing whether it was someone else's", err, f.replaced)
+		}
+	}
+}
+
+// TestSyncRetriesInterruptedForeignCheck: an interrupted listing is asked
+// again, and the whole one shows the route is someone else's.
+func TestSyncRetriesInterruptedForeignCheck(t *testing.T) {
+	f := &fakeTable{byDst: []listing{{nil, netlink.ErrDumpInterrupted}, {[]netlink.Route{bgpRoute}, nil}}}
+	if err := (&NetlinkRouter{t: f}).Sync(desired); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.replaced) != 0 {
+		t.Errorf("replaced someone else's route: %v", f.replaced)
+	}
+}
+
+// TestSyncRetriesInterruptedListOfOurs: an interrupted listing of epair's
+// routes is asked again; a failed one deletes nothing.
+func TestSyncRetriesInterruptedListOfOurs(t *testing.T) {
+	f := &fakeTable{ours: []listing{{nil, netlink.ErrDumpInterrupted}, {[]netlink.Route{staleRoute}, nil}}}
+	if err := (&NetlinkRouter{t: f}).Sync(desired); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.replaced) != 1 || len(f.deleted) != 1 {
+		t.Errorf("replaced %v, deleted %v; want the desired route and the stale one", f.replaced, f.deleted)
+	}
+
+	f = &fakeTable{ours: []listing{{nil, unix.ENOBUFS}}}
+	if err := (&NetlinkRouter{t: f}).Sync(nil); !errors.Is(err, unix.ENOBUFS) {
+		t.Errorf("Sync returned %v, want ENOBUFS", err)
+	}
+	if len(f.replaced)+len(f.deleted) != 0 {
+		t.Errorf("acted on a failed listing: replaced %v, deleted %v", f.replaced, f.deleted)
 	}
 }

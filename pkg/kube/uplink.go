@@ -5,18 +5,20 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/epair-cni/epair/pkg/nldump"
 	"github.com/vishvananda/netlink"
 )
 
 // UplinkMTU returns the name and MTU of the node's uplink: the link holding
 // ip (the node's InternalIP), or else the link of the default route of ip's
-// family. It looks in the namespace of h.
+// family. It looks in the namespace of h. Interrupted listings are asked
+// again; one that stays interrupted is an error, not a guess from a part.
 func UplinkMTU(h *netlink.Handle, ip netip.Addr) (string, int, error) {
 	fam := netlink.FAMILY_V4
 	if ip.Is6() {
 		fam = netlink.FAMILY_V6
 	}
-	addrs, err := h.AddrList(nil, fam)
+	addrs, err := nldump.Retry(func() ([]netlink.Addr, error) { return h.AddrList(nil, fam) })
 	if err != nil {
 		return "", 0, fmt.Errorf("list addresses: %w", err)
 	}
@@ -25,7 +27,7 @@ func UplinkMTU(h *netlink.Handle, ip netip.Addr) (string, int, error) {
 			return linkMTU(h, a.LinkIndex)
 		}
 	}
-	routes, err := h.RouteList(nil, fam)
+	routes, err := nldump.Retry(func() ([]netlink.Route, error) { return h.RouteList(nil, fam) })
 	if err != nil {
 		return "", 0, fmt.Errorf("list routes: %w", err)
 	}

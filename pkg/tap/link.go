@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -11,14 +12,14 @@ import (
 // Exists reports whether a link called name exists in the calling thread's
 // network namespace. A failed lookup counts as not existing.
 func Exists(name string) bool {
-	_, err := netlink.LinkByName(name)
+	_, err := netlinksafe.LinkByName(name)
 	return err == nil
 }
 
 // lookup finds the link called name, turning netlink's not-found error into
 // one that wraps unix.ENODEV so callers can test for it with errors.Is.
 func lookup(name string) (netlink.Link, error) {
-	link, err := netlink.LinkByName(name)
+	link, err := netlinksafe.LinkByName(name)
 	var notFound netlink.LinkNotFoundError
 	if errors.As(err, &notFound) {
 		return nil, fmt.Errorf("tap %s: %w", name, unix.ENODEV)
