@@ -68,16 +68,28 @@ var unsupportedBridgeKeys = map[string]struct {
 
 // checkModeKeys refuses, with code 7, a key that would otherwise be ignored:
 // a bridge key in routed mode, or a bridge plugin key epair does not
-// implement (unless its value is what epair does anyway).
+// implement (unless its value is what epair does anyway). Keys match as
+// encoding/json matches them to fields, without regard to case: "Bridge"
+// sets NetConf.Bridge, and the bridge plugin reads "MacSpoofChk".
 func checkModeKeys(c *NetConf, data []byte) error {
 	raw := map[string]json.RawMessage{}
 	if err := json.Unmarshal(data, &raw); err != nil {
 		return invalidConf("cannot parse the network config: %v", err)
 	}
+	// values returns the values of every key that spells k.
+	values := func(k string) []json.RawMessage {
+		var vs []json.RawMessage
+		for rk, v := range raw {
+			if strings.EqualFold(rk, k) {
+				vs = append(vs, v)
+			}
+		}
+		return vs
+	}
 	if c.Mode == ModeRouted {
 		var found []string
 		for _, k := range bridgeOnlyKeys {
-			if _, ok := raw[k]; ok {
+			if len(values(k)) > 0 {
 				found = append(found, k)
 			}
 		}
@@ -93,18 +105,19 @@ func checkModeKeys(c *NetConf, data []byte) error {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		v, ok := raw[k]
-		if !ok || string(v) == "null" {
-			continue
-		}
-		u := unsupportedBridgeKeys[k]
-		if u.same != nil {
-			var got any
-			if json.Unmarshal(v, &got) == nil && got == u.same {
+		for _, v := range values(k) {
+			if string(v) == "null" {
 				continue
 			}
+			u := unsupportedBridgeKeys[k]
+			if u.same != nil {
+				var got any
+				if json.Unmarshal(v, &got) == nil && got == u.same {
+					continue
+				}
+			}
+			return invalidConf("%s: %s is not supported by epair (%s): remove the key", k, string(v), u.why)
 		}
-		return invalidConf("%s: %s is not supported by epair (%s): remove the key", k, string(v), u.why)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package cni
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
@@ -87,9 +88,20 @@ func checkHost(conf *NetConf, p *api.Pair, prev *current.Result) error {
 	return nil
 }
 
+// prevResult parses the config's prevResult as a current result (code 6 if
+// it cannot). A null entry in its interfaces, ips or routes is refused: the
+// CNI library's conversion from 0.4.0 and CHECK itself would dereference it.
 func prevResult(conf *NetConf) (*current.Result, error) {
 	if conf.RawPrevResult == nil {
 		return nil, invalidConf("CHECK needs prevResult in the config")
+	}
+	for k, v := range conf.RawPrevResult {
+		l, _ := v.([]any)
+		for i, e := range l {
+			if e == nil && (strings.EqualFold(k, "interfaces") || strings.EqualFold(k, "ips") || strings.EqualFold(k, "routes")) {
+				return nil, types.NewError(types.ErrDecodingFailure, fmt.Sprintf("cannot parse prevResult: %s[%d] is null", k, i), "")
+			}
+		}
 	}
 	if err := version.ParsePrevResult(&conf.PluginConf); err != nil {
 		return nil, types.NewError(types.ErrDecodingFailure, "cannot parse prevResult: "+err.Error(), "")

@@ -87,3 +87,36 @@ func TestMACFromRuntimeConfigOrArgs(t *testing.T) {
 		t.Fatalf("unknown CNI_ARGS key without IgnoreUnknown: %v", err)
 	}
 }
+
+// TestModeKeysAnyCase: encoding/json matches keys to fields without regard
+// to case, so the bridge-key checks must too.
+func TestModeKeysAnyCase(t *testing.T) {
+	for _, conf := range []string{
+		`{"name":"n","BRIDGE":"x","ipam":{"type":"host-local"}}`,
+		`{"name":"n","IsGateway":true,"ipam":{"type":"host-local"}}`,
+		`{"name":"n","mode":"bridge","MacSpoofChk":true,"ipam":{"type":"host-local"}}`,
+		`{"name":"n","mode":"bridge","macspoofchk":false,"MACSPOOFCHK":true,"ipam":{"type":"host-local"}}`,
+	} {
+		if c, err := loadConf([]byte(conf)); code(err) != types.ErrInvalidNetworkConfig {
+			t.Errorf("%s: got %+v %v, want code 7", conf, c, err)
+		}
+	}
+}
+
+// TestPrevResultNullEntries: a null interface, address or route in
+// prevResult is a decode error (code 6), not a nil the CNI library's
+// conversion (from 0.4.0) or CHECK dereferences.
+func TestPrevResultNullEntries(t *testing.T) {
+	for _, v := range []string{"0.3.1", "0.4.0", "1.0.0", "1.1.0"} {
+		for _, k := range []string{"interfaces", "ips", "IPs", "routes"} {
+			conf := `{"cniVersion":"` + v + `","name":"n","ipam":{"type":"host-local"},"prevResult":{"cniVersion":"` + v + `","` + k + `":[null]}}`
+			c, err := loadConf([]byte(conf))
+			if err != nil {
+				t.Fatalf("%s: %v", conf, err)
+			}
+			if res, err := prevResult(c); code(err) != types.ErrDecodingFailure {
+				t.Errorf("%s: got %+v %v, want code 6", conf, res, err)
+			}
+		}
+	}
+}

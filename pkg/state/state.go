@@ -14,6 +14,7 @@ import (
 
 	"github.com/epair-cni/epair/pkg/api"
 	"github.com/epair-cni/epair/pkg/atomicfile"
+	"github.com/epair-cni/epair/pkg/epair"
 	"golang.org/x/sys/unix"
 )
 
@@ -99,23 +100,97 @@ func tryLock(f *os.File) error {
 // Close releases the lock.
 func (s *Store) Close() error { return s.lock.Close() }
 
-// Load reads the state; a missing file is an empty state.
+// Load reads the state; a missing file is an empty state. A file that does
+// not parse, or holds a pair the daemon could not restore safely (see
+// parse), is an error naming the file and the fault: a corrupt state stops
+// the daemon at start rather than crash it, or delete devices, later.
 func (s *Store) Load() (*State, error) {
-	st := &State{Pairs: map[int]*Pair{}}
-	b, err := os.ReadFile(filepath.Join(s.dir, fileName))
+	path := filepath.Join(s.dir, fileName)
+	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return st, nil
+		return &State{Pairs: map[int]*Pair{}}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read state: %w", err)
 	}
-	if err := json.Unmarshal(b, st); err != nil {
-		return nil, fmt.Errorf("parse state %s: %w", filepath.Join(s.dir, fileName), err)
+	st, err := parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("parse state %s: %w", path, err)
+	}
+	return st, nil
+}
+
+// parse decodes a state file and checks what the daemon relies on when it
+// restores it: every pair is present (not null) under its own unit, which
+// is not negative; its phase is a known one (restore deletes the devices
+// of any pair not ready); MTU and queues are what a create accepts; the end
+// names are interface names and the netns paths absolute and clean (or
+// empty); no two pairs share a b name (the daemon finds a pair by it); and
+// every MAC index is below NextMACIndex (else a MAC would be handed out
+// twice). MACs and the owner are not checked: the daemon only reports them.
+func parse(b []byte) (*State, error) {
+	var st *State
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, err
+	}
+	if st == nil {
+		return nil, errors.New("the file is null, not a state object")
 	}
 	if st.Pairs == nil {
 		st.Pairs = map[int]*Pair{}
 	}
+	bNames := map[string]int{}
+	for unit, p := range st.Pairs {
+		if err := checkPair(unit, p, st.NextMACIndex); err != nil {
+			return nil, fmt.Errorf("pair %d: %w", unit, err)
+		}
+		if u, ok := bNames[p.B.Name]; ok {
+			return nil, fmt.Errorf("pairs %d and %d both have the b end %q", min(u, unit), max(u, unit), p.B.Name)
+		}
+		bNames[p.B.Name] = unit
+	}
 	return st, nil
+}
+
+// checkPair checks one pair of the file, kept under unit.
+func checkPair(unit int, p *Pair, nextMAC uint32) error {
+	switch {
+	case p == nil:
+		return errors.New("is null")
+	case unit < 0:
+		return errors.New("unit is negative")
+	case p.Unit != unit:
+		return fmt.Errorf("is kept under unit %d but says unit %d", unit, p.Unit)
+	}
+	switch p.Phase {
+	case Creating, Ready, Deleting:
+	default:
+		return fmt.Errorf("phase %q is not %q, %q or %q", p.Phase, Creating, Ready, Deleting)
+	}
+	if p.MTU < api.MinMTU || p.MTU > api.MaxMTU {
+		return fmt.Errorf("mtu %d is out of range %d..%d", p.MTU, api.MinMTU, api.MaxMTU)
+	}
+	if p.Queues < 1 {
+		return fmt.Errorf("queues %d: a pair has at least 1", p.Queues)
+	}
+	if p.MACIndex >= nextMAC {
+		return fmt.Errorf("mac_index %d is not below next_mac_index %d", p.MACIndex, nextMAC)
+	}
+	for _, e := range []struct {
+		side string
+		end  *End
+	}{{"a", &p.A}, {"b", &p.B}} {
+		if err := epair.ValidIfName(e.end.Name); err != nil {
+			return fmt.Errorf("%s end: %w", e.side, err)
+		}
+		if e.end.Index < 0 {
+			return fmt.Errorf("%s end %s: ifindex %d is negative", e.side, e.end.Name, e.end.Index)
+		}
+		if n := e.end.Netns; n != "" && (!filepath.IsAbs(n) || filepath.Clean(n) != n) {
+			return fmt.Errorf("%s end %s: netns %q is not an absolute, clean path", e.side, e.end.Name, n)
+		}
+	}
+	return nil
 }
 
 // Save writes st to a temporary file, syncs it, renames it over the state
