@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/epair-cni/epair/internal/impostor"
 )
 
 var (
@@ -29,6 +30,7 @@ func track(t *testing.T, n ns.NetNS) ns.NetNS {
 // there (`ip netns list` must not grow): other suites running on the same
 // machine at the same time do not count.
 func TestMain(m *testing.M) {
+	impostor.ServeIfAsked() // TestImpostorSocket re-runs this binary as the impostor
 	code := m.Run()
 	var left []string
 	for _, p := range nsOrder {

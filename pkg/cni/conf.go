@@ -34,6 +34,7 @@ const (
 	ErrHostSetup uint = 103 // addresses, routes or bridge on the host failed
 	ErrPodSetup  uint = 104 // addresses or routes in the pod failed
 	ErrMismatch  uint = 105 // CHECK found the attachment differs from prevResult
+	ErrImpostor  uint = 106 // the daemon's socket is not served by root
 )
 
 // NetConf is the network configuration of an epair network.

@@ -34,15 +34,26 @@ func newContext() (context.Context, context.CancelFunc) {
 // daemonError turns a failure to talk to the daemon into a CNI error: an
 // unreachable daemon is transient (11, try again later).
 func daemonError(c *client.Client, what string, err error) *types.Error {
+	if errors.Is(err, client.ErrNotRoot) {
+		return impostorError(c, err)
+	}
 	if errors.Is(err, client.ErrUnreachable) {
 		return types.NewError(types.ErrTryAgainLater,
 			fmt.Sprintf("epair daemon not reachable at %s: start `epair daemon` (or the epair DaemonSet) on this node", c.Socket()), err.Error())
 	}
 	var ae *client.APIError
-	if errors.As(err, &ae) && ae.Status == http.StatusBadRequest {
+	if errors.As(err, &ae) && (ae.Status == http.StatusBadRequest || ae.Status == http.StatusRequestEntityTooLarge) {
 		return types.NewError(types.ErrInvalidNetworkConfig, what+": "+ae.Message, "")
 	}
 	return types.NewError(ErrPair, what+": "+err.Error(), "")
+}
+
+// impostorError: what answers on the socket is not root's, so nothing was
+// sent to it. Never "try again later": retrying would not help, and the
+// socket may have been replaced by an unprivileged user.
+func impostorError(c *client.Client, err error) *types.Error {
+	return types.NewError(ErrImpostor,
+		fmt.Sprintf("refusing to talk to %s: it is not served by root (was the socket replaced?); check who owns it and restart the epair daemon", c.Socket()), err.Error())
 }
 
 // findPair returns the daemon's pair for an attachment, or nil.
@@ -68,6 +79,11 @@ func cmdStatus(args *skel.CmdArgs) error {
 	defer cancel()
 	c := client.New(conf.Socket)
 	st, err := c.Status(ctx)
+	if errors.Is(err, client.ErrNotRoot) {
+		e := impostorError(c, err)
+		e.Code = types.ErrPluginNotAvailable
+		return e
+	}
 	if err != nil {
 		return types.NewError(types.ErrPluginNotAvailable,
 			fmt.Sprintf("epair daemon not reachable at %s: start `epair daemon` on this node", conf.Socket), err.Error())
