@@ -175,6 +175,7 @@ type End struct {
 	up     atomic.Bool
 	run    atomic.Bool
 	queues []queue
+	spoof  atomic.Pointer[SpoofFilter] // nil: anti-spoofing off
 	c      counters
 }
 
@@ -217,6 +218,13 @@ func (e *End) SetRunning(r bool) { e.run.Store(r) }
 // SetMTU sets the MTU the MTU rule checks frames sent by this End against.
 func (e *End) SetMTU(mtu int) { e.mtu.Store(int32(mtu)) }
 
+// SetSpoofFilter turns anti-spoofing on for the frames this End sends
+// (with f) or off (nil). The daemon sets it on the a end, the pod's.
+func (e *End) SetSpoofFilter(f *SpoofFilter) { e.spoof.Store(f) }
+
+// SpoofFilter returns the End's anti-spoofing filter, nil when off.
+func (e *End) SpoofFilter() *SpoofFilter { return e.spoof.Load() }
+
 // MTU returns the End's MTU.
 func (e *End) MTU() int { return int(e.mtu.Load()) }
 
@@ -251,7 +259,9 @@ func (e *End) QueueLen() int {
 // not up drops with OErrors; a peer not running or not up drops with OErrors
 // and no error. A frame that finds the peer's queue full is dropped and
 // counted in OQDrops, also without error; so is one that would take the
-// queue, or all queues together, over their byte bound.
+// queue, or all queues together, over their byte bound. After these rules,
+// an End with a SpoofFilter drops what the filter rejects, without error,
+// counted by reason.
 func (e *End) Transmit(f *Frame) error {
 	if err := e.check(f.Data); err != nil {
 		f.Release()
@@ -262,6 +272,14 @@ func (e *End) Transmit(f *Frame) error {
 		f.Release()
 		e.c.oerrors.Add(1)
 		return nil
+	}
+	// One atomic load when anti-spoofing is off.
+	if sf := e.spoof.Load(); sf != nil {
+		if r := sf.Check(f.Data[VnetHdrLen:]); r != SpoofNone {
+			f.Release()
+			e.c.spoof[r].Add(1)
+			return nil
+		}
 	}
 	e.menq(f)
 	return nil

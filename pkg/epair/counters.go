@@ -8,6 +8,9 @@ import "sync/atomic"
 type counters struct {
 	ipackets, ibytes, ierrors                   atomic.Uint64
 	opackets, obytes, omcasts, oerrors, oqdrops atomic.Uint64
+	// spoof counts the frames the anti-spoofing filter dropped, by
+	// SpoofReason (index 0, SpoofNone, is unused).
+	spoof [numSpoofReasons]atomic.Uint64
 }
 
 // Stats is a snapshot of one End's counters, named after FreeBSD's
@@ -28,6 +31,15 @@ type Stats struct {
 	OErrors uint64 `json:"oerrors"`
 	// OQDrops counts frames dropped because the peer's queue was full.
 	OQDrops uint64 `json:"oqdrops"`
+	// SpoofMAC, SpoofIP, SpoofARP, SpoofNDP and SpoofVLAN count frames
+	// this End sent that its anti-spoofing filter dropped, by reason (see
+	// SpoofReason). They are not in OErrors: the frame was well formed,
+	// only not the pod's to send.
+	SpoofMAC  uint64 `json:"spoof_mac"`
+	SpoofIP   uint64 `json:"spoof_ip"`
+	SpoofARP  uint64 `json:"spoof_arp"`
+	SpoofNDP  uint64 `json:"spoof_ndp"`
+	SpoofVLAN uint64 `json:"spoof_vlan"`
 }
 
 func (c *counters) snapshot() Stats {
@@ -40,5 +52,11 @@ func (c *counters) snapshot() Stats {
 		OMcasts:  c.omcasts.Load(),
 		OErrors:  c.oerrors.Load(),
 		OQDrops:  c.oqdrops.Load(),
+
+		SpoofMAC:  c.spoof[SpoofMAC].Load(),
+		SpoofIP:   c.spoof[SpoofIP].Load(),
+		SpoofARP:  c.spoof[SpoofARP].Load(),
+		SpoofNDP:  c.spoof[SpoofNDP].Load(),
+		SpoofVLAN: c.spoof[SpoofVLAN].Load(),
 	}
 }
