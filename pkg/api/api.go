@@ -44,6 +44,11 @@ type CreateRequest struct {
 	Queues int `json:"queues,omitempty"`
 	// Owner ties the pair to a CNI attachment.
 	Owner *Owner `json:"owner,omitempty"`
+	// AntiSpoofing, for a pair with an Owner with IPs, drops frames the a
+	// end sends from another MAC or address than the pod's (see
+	// epair.SpoofFilter); nil means on. Pairs without an owner are never
+	// filtered: the daemon knows no addresses for them.
+	AntiSpoofing *bool `json:"anti_spoofing,omitempty"`
 }
 
 // Owner identifies the CNI attachment a pair belongs to.
@@ -83,6 +88,8 @@ type Pair struct {
 	MTU    int    `json:"mtu"`
 	Queues int    `json:"queues"`
 	Owner  *Owner `json:"owner,omitempty"`
+	// AntiSpoofing is true when the a end's frames are filtered.
+	AntiSpoofing bool `json:"anti_spoofing"`
 	// Forwarding is true while the datapath carries frames for the pair.
 	Forwarding bool `json:"forwarding"`
 	// Problem says why a pair is not forwarding, when it is not.

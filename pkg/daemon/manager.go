@@ -112,7 +112,13 @@ func (m *Manager) attach(p *state.Pair) (*datapath.Link, error) {
 		b.Close()
 		return nil, err
 	}
-	return datapath.Start(m.core, p.MTU, a, b, m.dp), nil
+	opts, err := m.startOptions(p)
+	if err != nil {
+		a.Close()
+		b.Close()
+		return nil, err
+	}
+	return datapath.Start(m.core, p.MTU, a, b, opts), nil
 }
 
 func attachEnd(e *state.End, queues int) (*tap.Device, error) {
@@ -227,6 +233,11 @@ func (m *Manager) validate(r *api.CreateRequest) error {
 			return err
 		}
 	}
+	if r.Owner != nil {
+		if _, err := ownerAddrs(r.Owner); err != nil {
+			return fmt.Errorf("%w: %w", errInvalid, err)
+		}
+	}
 	if r.Unit != nil && *r.Unit < 0 {
 		return fmt.Errorf("%w: unit %d is negative", errInvalid, *r.Unit)
 	}
@@ -279,13 +290,18 @@ func (m *Manager) plan(r *api.CreateRequest) (*state.Pair, error) {
 	}
 	return &state.Pair{
 		Unit: unit, Phase: state.Creating, MTU: r.MTU, Queues: r.Queues, MACIndex: idx, Owner: r.Owner,
-		A: state.End{Name: aName, MAC: aMAC, Netns: r.ANetns},
-		B: state.End{Name: bName, MAC: bmac.String(), Netns: r.BNetns},
+		AntiSpoofing: r.AntiSpoofing,
+		A:            state.End{Name: aName, MAC: aMAC, Netns: r.ANetns},
+		B:            state.End{Name: bName, MAC: bmac.String(), Netns: r.BNetns},
 	}, nil
 }
 
 // build creates and configures both TAPs and starts forwarding.
 func (m *Manager) build(p *state.Pair) (*datapath.Link, error) {
+	opts, err := m.startOptions(p)
+	if err != nil {
+		return nil, err
+	}
 	b, err := createEnd(&p.B, p.Queues, p.MTU)
 	if err != nil {
 		return nil, err
@@ -295,7 +311,7 @@ func (m *Manager) build(p *state.Pair) (*datapath.Link, error) {
 		b.Destroy()
 		return nil, err
 	}
-	return datapath.Start(m.core, p.MTU, a, b, m.dp), nil
+	return datapath.Start(m.core, p.MTU, a, b, opts), nil
 }
 
 func createEnd(e *state.End, queues, mtu int) (*tap.Device, error) {
@@ -482,8 +498,9 @@ func (m *Manager) find(id string) (*state.Pair, error) {
 func (m *Manager) describe(p *state.Pair) *api.Pair {
 	out := &api.Pair{
 		Unit: p.Unit, MTU: p.MTU, Queues: p.Queues, Owner: p.Owner, Problem: m.problems[p.Unit],
-		A: api.End{Name: p.A.Name, Index: p.A.Index, MAC: p.A.MAC, Netns: p.A.Netns},
-		B: api.End{Name: p.B.Name, Index: p.B.Index, MAC: p.B.MAC, Netns: p.B.Netns},
+		AntiSpoofing: antiSpoofing(p),
+		A:            api.End{Name: p.A.Name, Index: p.A.Index, MAC: p.A.MAC, Netns: p.A.Netns},
+		B:            api.End{Name: p.B.Name, Index: p.B.Index, MAC: p.B.MAC, Netns: p.B.Netns},
 	}
 	if l := m.links[p.Unit]; l != nil {
 		a, b := l.Pair.A, l.Pair.B

@@ -26,6 +26,9 @@ type Options struct {
 	// frame before it sleeps; 0 sleeps at once. It trades CPU while traffic
 	// flows for fewer wake-ups; an idle pair never polls.
 	BusyPoll time.Duration
+	// AFilter, when not nil, is the a end's anti-spoofing filter, set
+	// before the first frame is read.
+	AFilter *epair.SpoofFilter
 }
 
 // Link is a running pair: the core's Pair between two TAPs.
@@ -155,6 +158,7 @@ func Start(core *epair.Core, mtu int, a, b *tap.Device, opts Options) *Link {
 	l.Pair = core.NewPair(mtu, sa, sb)
 	l.Pair.A.SetUp(true)
 	l.Pair.B.SetUp(true)
+	l.Pair.A.SetSpoofFilter(opts.AFilter)
 	for _, q := range a.Queues {
 		l.aPorts = append(l.aPorts, &port{q: q, end: l.Pair.A, busy: opts.BusyPoll, fit: core.FitsFrames()})
 	}

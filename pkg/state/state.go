@@ -40,6 +40,9 @@ type Pair struct {
 	Queues   int        `json:"queues"`
 	MACIndex uint32     `json:"mac_index"`
 	Owner    *api.Owner `json:"owner,omitempty"`
+	// AntiSpoofing is the request's setting (nil: on), kept so that a
+	// restarted daemon filters the pair as before.
+	AntiSpoofing *bool `json:"anti_spoofing,omitempty"`
 }
 
 // End is what is kept of one end.
