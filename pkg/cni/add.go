@@ -58,6 +58,8 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 		ANetns: args.Netns, AName: args.IfName, AMAC: mac, MTU: conf.MTU,
 		Owner: &api.Owner{ContainerID: args.ContainerID, IfName: args.IfName, Network: conf.Name, IPs: ipStrings(res.IPs)},
 	}
+	spoof := conf.antiSpoofing()
+	req.AntiSpoofing = &spoof
 	if err := hereAsHostNetns(req); err != nil {
 		return types.NewError(ErrHostSetup, err.Error(), "")
 	}

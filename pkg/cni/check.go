@@ -52,6 +52,10 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if !pair.Forwarding {
 		return mismatch("pair %d is not forwarding: %s", pair.Unit, pair.Problem)
 	}
+	if pair.AntiSpoofing != conf.antiSpoofing() {
+		return mismatch("pair %d has anti-spoofing %v, the config's antiSpoofing is %v: DEL and ADD again to change it",
+			pair.Unit, pair.AntiSpoofing, conf.antiSpoofing())
+	}
 	if err := checkInterfaces(pair, args, prev); err != nil {
 		return err
 	}

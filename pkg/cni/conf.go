@@ -48,10 +48,17 @@ type NetConf struct {
 	// IPMasqBackend is "iptables" or "nftables"; empty picks what exists.
 	IPMasqBackend *string `json:"ipMasqBackend,omitempty"`
 	Socket        string  `json:"socket,omitempty"`
+	// AntiSpoofing drops frames the pod sends from another MAC or address
+	// than ADD gave it (epair.SpoofFilter); unset means true. A pod that
+	// routes other networks needs false.
+	AntiSpoofing  *bool `json:"antiSpoofing,omitempty"`
 	RuntimeConfig struct {
 		MAC string `json:"mac,omitempty"`
 	} `json:"runtimeConfig,omitempty"`
 }
+
+// antiSpoofing returns the antiSpoofing key, true when unset.
+func (c *NetConf) antiSpoofing() bool { return c.AntiSpoofing == nil || *c.AntiSpoofing }
 
 // envArgs are the CNI_ARGS epair understands.
 type envArgs struct {

@@ -120,3 +120,19 @@ func TestPrevResultNullEntries(t *testing.T) {
 		}
 	}
 }
+
+func TestAntiSpoofingKeyDefaultsOn(t *testing.T) {
+	for conf, want := range map[string]bool{
+		`{"cniVersion":"1.1.0","name":"n","type":"epair","ipam":{"type":"host-local"}}`:                      true,
+		`{"cniVersion":"1.1.0","name":"n","type":"epair","antiSpoofing":true,"ipam":{"type":"host-local"}}`:  true,
+		`{"cniVersion":"1.1.0","name":"n","type":"epair","antiSpoofing":false,"ipam":{"type":"host-local"}}`: false,
+	} {
+		c, err := loadConf([]byte(conf))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.antiSpoofing() != want {
+			t.Errorf("%s: antiSpoofing %v, want %v", conf, c.antiSpoofing(), want)
+		}
+	}
+}
