@@ -270,11 +270,11 @@ func TestModeKeys(t *testing.T) {
 		wantConfigError(t, e, netw{name: "r1", mode: "routed", epair: map[string]any{"isDefaultGateway": true, "hairpinMode": false}}, "isDefaultGateway", "hairpinMode", "routed")
 		wantConfigError(t, e, netw{name: "r2", epair: map[string]any{"bridge": "cni0"}}, "bridge", "routed")
 		wantConfigError(t, e, netw{name: "b1", mode: "bridge", epair: map[string]any{"vlanTrunk": []any{map[string]any{"id": 5}}}}, "vlanTrunk")
-		wantConfigError(t, e, netw{name: "b2", mode: "bridge", epair: map[string]any{"macspoofchk": true}}, "macspoofchk")
+		wantConfigError(t, e, netw{name: "b2", mode: "bridge", epair: map[string]any{"macspoofchk": true, "antiSpoofing": false}}, "macspoofchk", "antiSpoofing")
 		wantConfigError(t, e, netw{name: "b3", mode: "bridge", epair: map[string]any{"enabledad": true}}, "enabledad")
 		wantConfigError(t, e, netw{name: "m1", epair: map[string]any{"ipMasq": true, "ipMasqBackend": "pf"}}, "ipMasqBackend")
 		// What epair does anyway is accepted.
-		list := e.list(t, netw{name: "same", mode: "bridge", epair: map[string]any{"macspoofchk": false, "enabledad": false, "portIsolation": false}})
+		list := e.list(t, netw{name: "same", mode: "bridge", epair: map[string]any{"macspoofchk": true, "enabledad": false, "portIsolation": false}})
 		a := e.add(t, list, e.pod(t))
 		ping(t, e.host, a.ip(t, 4).Address.IP.String())
 	})

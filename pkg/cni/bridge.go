@@ -42,6 +42,10 @@ type BridgeKeys struct {
 	// PreserveDefaultVlan (default true, as in the bridge plugin) keeps
 	// VLAN 1 on the port besides Vlan.
 	PreserveDefaultVlan *bool `json:"preserveDefaultVlan,omitempty"`
+	// MacSpoofChk drops frames from the pod with another source MAC: the
+	// datapath's anti-spoofing (antiSpoofing, on by default) does that and
+	// more, so it is accepted unless antiSpoofing is off.
+	MacSpoofChk bool `json:"macspoofchk,omitempty"`
 }
 
 // bridgeOnlyKeys are the reference bridge plugin's keys: they mean nothing
@@ -60,7 +64,6 @@ var unsupportedBridgeKeys = map[string]struct {
 	why  string
 }{
 	"vlanTrunk":                 {nil, "trunk ports are not supported: use vlan (one untagged VLAN per network)"},
-	"macspoofchk":               {false, "MAC spoof checking is not supported yet"},
 	"enabledad":                 {false, "epair adds pod addresses without duplicate address detection"},
 	"disableContainerInterface": {false, "the pod's interface is always brought up"},
 	"portIsolation":             {false, "port isolation is not supported"},
@@ -129,6 +132,9 @@ func checkBridgeKeys(c *NetConf) error {
 	}
 	if c.IsDefaultGateway {
 		c.IsGateway = true
+	}
+	if c.MacSpoofChk && !c.antiSpoofing() {
+		return invalidConf("macspoofchk asks for the MAC check that antiSpoofing false turns off: drop one of them")
 	}
 	if c.HairpinMode && c.PromiscMode {
 		return invalidConf("hairpinMode and promiscMode cannot both be set (as with the bridge plugin)")

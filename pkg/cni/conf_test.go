@@ -94,8 +94,8 @@ func TestModeKeysAnyCase(t *testing.T) {
 	for _, conf := range []string{
 		`{"name":"n","BRIDGE":"x","ipam":{"type":"host-local"}}`,
 		`{"name":"n","IsGateway":true,"ipam":{"type":"host-local"}}`,
-		`{"name":"n","mode":"bridge","MacSpoofChk":true,"ipam":{"type":"host-local"}}`,
-		`{"name":"n","mode":"bridge","macspoofchk":false,"MACSPOOFCHK":true,"ipam":{"type":"host-local"}}`,
+		`{"name":"n","mode":"bridge","VlanTrunk":[{"id":5}],"ipam":{"type":"host-local"}}`,
+		`{"name":"n","mode":"bridge","enabledad":false,"ENABLEDAD":true,"ipam":{"type":"host-local"}}`,
 	} {
 		if c, err := loadConf([]byte(conf)); code(err) != types.ErrInvalidNetworkConfig {
 			t.Errorf("%s: got %+v %v, want code 7", conf, c, err)
