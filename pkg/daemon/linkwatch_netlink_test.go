@@ -2,15 +2,13 @@ package daemon
 
 import (
 	"fmt"
-	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/containernetworking/plugins/pkg/testutils"
+	"github.com/epair-cni/epair/internal/testns"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,19 +17,7 @@ import (
 // the subscription), then changes the followed link: the watch must still
 // see it.
 func TestLinkWatchSurvivesENOBUFS(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("privileged test: needs root to create a network namespace")
-	}
-	n, err := testutils.NewNS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close(); testutils.UnmountNS(n) })
-	h, err := netlink.NewHandleAt(netns.NsHandle(n.Fd()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.Close)
+	n, h := testns.New(t)
 	followed := addVeth(t, h, "f0")
 	if err := h.LinkSetUp(followed); err != nil {
 		t.Fatal(err)

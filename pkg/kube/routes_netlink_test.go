@@ -4,14 +4,12 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"slices"
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/containernetworking/plugins/pkg/testutils"
+	"github.com/epair-cni/epair/internal/testns"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 )
 
 // routerNS makes a namespace with a link (a veth: dummy may not be built)
@@ -19,20 +17,8 @@ import (
 // returns a handle into it; it is removed at cleanup.
 func routerNS(t *testing.T) *netlink.Handle {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("privileged test: needs root to create a network namespace")
-	}
-	n, err := testutils.NewNS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close(); testutils.UnmountNS(n) })
-	h, err := netlink.NewHandleAt(netns.NsHandle(n.Fd()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.Close)
-	err = n.Do(func(ns.NetNS) error {
+	n, h := testns.New(t)
+	err := n.Do(func(ns.NetNS) error {
 		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "up0", MTU: 1450}, PeerName: "up1"}); err != nil {
 			return err
 		}
