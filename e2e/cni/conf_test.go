@@ -83,11 +83,7 @@ func TestConfExamplesWork(t *testing.T) {
 				for _, c := range a.res.IPs {
 					ping(t, e.host, c.Address.IP.String())
 				}
-				hasBandwidth := false
-				for _, pl := range list.Plugins {
-					hasBandwidth = hasBandwidth || pl.Network.Type == "bandwidth"
-				}
-				if err := e.cni.Check(list, rt); err != nil && !(hasBandwidth && strings.Contains(err.Error(), "veth peer")) {
+				if err := e.cni.Check(list, rt); err != nil {
 					t.Errorf("CHECK: %v", err)
 				}
 				if err := e.cni.Status(list); err != nil {

@@ -2,7 +2,11 @@
 // a root-only unix socket and used by the CLI and the CNI plugin.
 package api
 
-import "github.com/epair-cni/epair/pkg/epair"
+import (
+	"fmt"
+
+	"github.com/epair-cni/epair/pkg/epair"
+)
 
 // DefaultSocket is where the daemon listens unless told otherwise.
 const DefaultSocket = "/run/epair/epair.sock"
@@ -49,7 +53,53 @@ type CreateRequest struct {
 	// epair.SpoofFilter); nil means on. Pairs without an owner are never
 	// filtered: the daemon knows no addresses for them.
 	AntiSpoofing *bool `json:"anti_spoofing,omitempty"`
+	// Bandwidth shapes the pair's traffic (the CNI bandwidth capability);
+	// nil shapes nothing.
+	Bandwidth *Bandwidth `json:"bandwidth,omitempty"`
 }
+
+// Bandwidth is the CNI bandwidth capability, in the units of the reference
+// bandwidth plugin: rates in bits per second, bursts in bits. Ingress is
+// what the pod receives (shaped where the a end's frames are queued),
+// egress what it sends (shaped at the b end). A direction with rate 0 is
+// not shaped; a rate needs a burst, and the reverse.
+type Bandwidth struct {
+	IngressRate  uint64 `json:"ingress_rate,omitempty"`
+	IngressBurst uint64 `json:"ingress_burst,omitempty"`
+	EgressRate   uint64 `json:"egress_rate,omitempty"`
+	EgressBurst  uint64 `json:"egress_burst,omitempty"`
+}
+
+// MaxRate and MaxBurst bound a Bandwidth: 1 Tbit/s, and 2^32 bytes (the
+// reference plugin's burst bound) in bits.
+const (
+	MaxRate  = 1_000_000_000_000
+	MaxBurst = 8 << 32
+)
+
+// Validate checks that each direction has both a rate and a burst, or
+// neither, within MaxRate and MaxBurst.
+func (b *Bandwidth) Validate() error {
+	if err := validDirection("ingress", b.IngressRate, b.IngressBurst); err != nil {
+		return err
+	}
+	return validDirection("egress", b.EgressRate, b.EgressBurst)
+}
+
+func validDirection(dir string, rate, burst uint64) error {
+	switch {
+	case (rate == 0) != (burst == 0):
+		return fmt.Errorf("%s rate %d and burst %d: both must be set, or neither", dir, rate, burst)
+	case rate > MaxRate:
+		return fmt.Errorf("%s rate %d over %d bit/s", dir, rate, uint64(MaxRate))
+	case burst > MaxBurst:
+		return fmt.Errorf("%s burst %d over %d bits", dir, burst, uint64(MaxBurst))
+	}
+	return nil
+}
+
+// IsZero reports whether b shapes nothing.
+func (b *Bandwidth) IsZero() bool { return b == nil || (b.IngressRate == 0 && b.EgressRate == 0) }
 
 // Owner identifies the CNI attachment a pair belongs to.
 type Owner struct {
@@ -90,6 +140,8 @@ type Pair struct {
 	Owner  *Owner `json:"owner,omitempty"`
 	// AntiSpoofing is true when the a end's frames are filtered.
 	AntiSpoofing bool `json:"anti_spoofing"`
+	// Bandwidth is the shaping in force, nil when none.
+	Bandwidth *Bandwidth `json:"bandwidth,omitempty"`
 	// Forwarding is true while the datapath carries frames for the pair.
 	Forwarding bool `json:"forwarding"`
 	// Problem says why a pair is not forwarding, when it is not.

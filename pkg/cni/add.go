@@ -60,6 +60,7 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	}
 	spoof := conf.antiSpoofing()
 	req.AntiSpoofing = &spoof
+	req.Bandwidth = conf.bandwidth()
 	if err := hereAsHostNetns(req); err != nil {
 		return types.NewError(ErrHostSetup, err.Error(), "")
 	}

@@ -2,6 +2,7 @@ package cni
 
 import (
 	"fmt"
+	"reflect"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/invoke"
@@ -55,6 +56,10 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if pair.AntiSpoofing != conf.antiSpoofing() {
 		return mismatch("pair %d has anti-spoofing %v, the config's antiSpoofing is %v: DEL and ADD again to change it",
 			pair.Unit, pair.AntiSpoofing, conf.antiSpoofing())
+	}
+	if want := conf.bandwidth(); !reflect.DeepEqual(pair.Bandwidth, want) {
+		return mismatch("pair %d is shaped %s, the config asks for %s: DEL and ADD again to change it",
+			pair.Unit, describeBandwidth(pair.Bandwidth), describeBandwidth(want))
 	}
 	if err := checkInterfaces(pair, args, prev); err != nil {
 		return err
@@ -159,4 +164,13 @@ func checkPod(args *skel.CmdArgs, p *api.Pair, prev *current.Result) error {
 		}
 		return nil
 	})
+}
+
+// describeBandwidth puts shaping into a CHECK message.
+func describeBandwidth(bw *api.Bandwidth) string {
+	if bw == nil {
+		return "not at all"
+	}
+	return fmt.Sprintf("ingress %d bit/s burst %d bits, egress %d bit/s burst %d bits",
+		bw.IngressRate, bw.IngressBurst, bw.EgressRate, bw.EgressBurst)
 }

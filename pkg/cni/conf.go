@@ -51,10 +51,49 @@ type NetConf struct {
 	// AntiSpoofing drops frames the pod sends from another MAC or address
 	// than ADD gave it (epair.SpoofFilter); unset means true. A pod that
 	// routes other networks needs false.
-	AntiSpoofing  *bool `json:"antiSpoofing,omitempty"`
+	AntiSpoofing *bool `json:"antiSpoofing,omitempty"`
+	// BandwidthEntry holds the static ingressRate, ingressBurst, egressRate
+	// and egressBurst keys; it is nil when none is given.
+	*BandwidthEntry
 	RuntimeConfig struct {
-		MAC string `json:"mac,omitempty"`
+		MAC       string          `json:"mac,omitempty"`
+		Bandwidth *BandwidthEntry `json:"bandwidth,omitempty"`
 	} `json:"runtimeConfig,omitempty"`
+}
+
+// BandwidthEntry is the CNI bandwidth capability as the reference bandwidth
+// plugin defines it: rates in bits per second, bursts in bits; ingress is
+// what the pod receives, egress what it sends.
+type BandwidthEntry struct {
+	IngressRate  uint64 `json:"ingressRate,omitempty"`
+	IngressBurst uint64 `json:"ingressBurst,omitempty"`
+	EgressRate   uint64 `json:"egressRate,omitempty"`
+	EgressBurst  uint64 `json:"egressBurst,omitempty"`
+}
+
+// bandwidth returns the shaping asked for, nil for none. As in the
+// reference bandwidth plugin, the static keys win when any is given, and
+// runtimeConfig.bandwidth (the pod's kubernetes.io/ingress-bandwidth and
+// egress-bandwidth annotations) applies otherwise.
+func (c *NetConf) bandwidth() *api.Bandwidth {
+	bw := c.bandwidthKeys()
+	if bw.IsZero() {
+		return nil
+	}
+	return bw
+}
+
+// bandwidthKeys returns the bandwidth keys in force as given, nil when
+// there are none.
+func (c *NetConf) bandwidthKeys() *api.Bandwidth {
+	e := c.BandwidthEntry
+	if e == nil {
+		e = c.RuntimeConfig.Bandwidth
+	}
+	if e == nil {
+		return nil
+	}
+	return &api.Bandwidth{IngressRate: e.IngressRate, IngressBurst: e.IngressBurst, EgressRate: e.EgressRate, EgressBurst: e.EgressBurst}
 }
 
 // antiSpoofing returns the antiSpoofing key, true when unset.
@@ -114,6 +153,11 @@ func loadConf(data []byte) (*NetConf, error) {
 	}
 	if err := checkPluginName(c.IPAM.Type); err != nil {
 		return nil, err
+	}
+	if bw := c.bandwidthKeys(); bw != nil {
+		if err := bw.Validate(); err != nil {
+			return nil, invalidConf("bandwidth: %v", err)
+		}
 	}
 	return c, nil
 }

@@ -2,11 +2,13 @@ package cni
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/epair-cni/epair/pkg/api"
 )
 
 func code(err error) uint {
@@ -133,6 +135,43 @@ func TestAntiSpoofingKeyDefaultsOn(t *testing.T) {
 		}
 		if c.antiSpoofing() != want {
 			t.Errorf("%s: antiSpoofing %v, want %v", conf, c.antiSpoofing(), want)
+		}
+	}
+}
+
+func TestBandwidthStaticKeysAndRuntimeConfig(t *testing.T) {
+	const base = `"name":"n","type":"epair","ipam":{"type":"host-local"}`
+	rt := `"runtimeConfig":{"bandwidth":{"ingressRate":1000,"ingressBurst":100,"egressRate":2000,"egressBurst":200}}`
+	cases := []struct {
+		conf string
+		want *api.Bandwidth
+	}{
+		{`{` + base + `}`, nil},
+		{`{` + base + `,` + rt + `}`, &api.Bandwidth{IngressRate: 1000, IngressBurst: 100, EgressRate: 2000, EgressBurst: 200}},
+		{`{` + base + `,"egressRate":8000000,"egressBurst":80000}`, &api.Bandwidth{EgressRate: 8000000, EgressBurst: 80000}},
+		// The static keys win over runtimeConfig, as in the reference
+		// bandwidth plugin.
+		{`{` + base + `,"egressRate":5,"egressBurst":6,` + rt + `}`, &api.Bandwidth{EgressRate: 5, EgressBurst: 6}},
+		{`{` + base + `,"runtimeConfig":{"bandwidth":{}}}`, nil},
+	}
+	for _, tc := range cases {
+		c, err := loadConf([]byte(tc.conf))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.conf, err)
+		}
+		if got := c.bandwidth(); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%s: bandwidth %+v, want %+v", tc.conf, got, tc.want)
+		}
+	}
+}
+
+func TestBandwidthRateNeedsBurst(t *testing.T) {
+	for _, conf := range []string{
+		`{"name":"n","ipam":{"type":"host-local"},"ingressRate":1000}`,
+		`{"name":"n","ipam":{"type":"host-local"},"runtimeConfig":{"bandwidth":{"egressBurst":1000}}}`,
+	} {
+		if _, err := loadConf([]byte(conf)); code(err) != types.ErrInvalidNetworkConfig || !strings.Contains(err.Error(), "burst") {
+			t.Errorf("%s: %v, want an invalid-config error about the burst", conf, err)
 		}
 	}
 }

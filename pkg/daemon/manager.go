@@ -238,6 +238,14 @@ func (m *Manager) validate(r *api.CreateRequest) error {
 			return fmt.Errorf("%w: %w", errInvalid, err)
 		}
 	}
+	if r.Bandwidth != nil {
+		if err := r.Bandwidth.Validate(); err != nil {
+			return fmt.Errorf("%w: bandwidth: %w", errInvalid, err)
+		}
+		if r.Bandwidth.IsZero() {
+			r.Bandwidth = nil
+		}
+	}
 	if r.Unit != nil && *r.Unit < 0 {
 		return fmt.Errorf("%w: unit %d is negative", errInvalid, *r.Unit)
 	}
@@ -290,9 +298,9 @@ func (m *Manager) plan(r *api.CreateRequest) (*state.Pair, error) {
 	}
 	return &state.Pair{
 		Unit: unit, Phase: state.Creating, MTU: r.MTU, Queues: r.Queues, MACIndex: idx, Owner: r.Owner,
-		AntiSpoofing: r.AntiSpoofing,
-		A:            state.End{Name: aName, MAC: aMAC, Netns: r.ANetns},
-		B:            state.End{Name: bName, MAC: bmac.String(), Netns: r.BNetns},
+		AntiSpoofing: r.AntiSpoofing, Bandwidth: r.Bandwidth,
+		A: state.End{Name: aName, MAC: aMAC, Netns: r.ANetns},
+		B: state.End{Name: bName, MAC: bmac.String(), Netns: r.BNetns},
 	}, nil
 }
 
@@ -498,9 +506,9 @@ func (m *Manager) find(id string) (*state.Pair, error) {
 func (m *Manager) describe(p *state.Pair) *api.Pair {
 	out := &api.Pair{
 		Unit: p.Unit, MTU: p.MTU, Queues: p.Queues, Owner: p.Owner, Problem: m.problems[p.Unit],
-		AntiSpoofing: antiSpoofing(p),
-		A:            api.End{Name: p.A.Name, Index: p.A.Index, MAC: p.A.MAC, Netns: p.A.Netns},
-		B:            api.End{Name: p.B.Name, Index: p.B.Index, MAC: p.B.MAC, Netns: p.B.Netns},
+		AntiSpoofing: antiSpoofing(p), Bandwidth: p.Bandwidth,
+		A: api.End{Name: p.A.Name, Index: p.A.Index, MAC: p.A.MAC, Netns: p.A.Netns},
+		B: api.End{Name: p.B.Name, Index: p.B.Index, MAC: p.B.MAC, Netns: p.B.Netns},
 	}
 	if l := m.links[p.Unit]; l != nil {
 		a, b := l.Pair.A, l.Pair.B

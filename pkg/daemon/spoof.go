@@ -60,5 +60,9 @@ func (m *Manager) startOptions(p *state.Pair) (datapath.Options, error) {
 		return opts, err
 	}
 	opts.AFilter = f
+	opts.AShaper, opts.BShaper, err = shapers(p.Bandwidth)
+	if err != nil {
+		return opts, fmt.Errorf("shaping %s: %w", p.A.Name, err)
+	}
 	return opts, nil
 }

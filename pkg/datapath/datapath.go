@@ -29,6 +29,9 @@ type Options struct {
 	// AFilter, when not nil, is the a end's anti-spoofing filter, set
 	// before the first frame is read.
 	AFilter *epair.SpoofFilter
+	// AShaper and BShaper, when not nil, pace the frames delivered to the a
+	// end (the pod's ingress) and to the b end (its egress).
+	AShaper, BShaper *epair.Shaper
 }
 
 // Link is a running pair: the core's Pair between two TAPs.
@@ -159,6 +162,8 @@ func Start(core *epair.Core, mtu int, a, b *tap.Device, opts Options) *Link {
 	l.Pair.A.SetUp(true)
 	l.Pair.B.SetUp(true)
 	l.Pair.A.SetSpoofFilter(opts.AFilter)
+	l.Pair.A.SetShaper(opts.AShaper)
+	l.Pair.B.SetShaper(opts.BShaper)
 	for _, q := range a.Queues {
 		l.aPorts = append(l.aPorts, &port{q: q, end: l.Pair.A, busy: opts.BusyPoll, fit: core.FitsFrames()})
 	}

@@ -176,6 +176,7 @@ type End struct {
 	run    atomic.Bool
 	queues []queue
 	spoof  atomic.Pointer[SpoofFilter] // nil: anti-spoofing off
+	shaper atomic.Pointer[Shaper]      // nil: unshaped
 	c      counters
 }
 
@@ -377,6 +378,10 @@ func (e *End) drain() {
 		q.mu.Lock()
 		frames := q.frames
 		q.frames = nil
+		// A queue waiting for tokens has nothing left to wait for.
+		if q.timer != nil && q.timer.Stop() {
+			q.state = idle
+		}
 		if q.bytes > 0 {
 			q.end.core.queued.Add(int64(-q.bytes))
 			q.bytes = 0

@@ -337,3 +337,19 @@ func udpHeaderEnd(eth []byte, off int) (int, bool) {
 	}
 	return off + udpHdrLen, true
 }
+
+// WireBytes returns the bytes all the frames put on the wire for eth add up
+// to: len(eth) for an ordinary frame, and for a GSO super-frame every
+// segment with its own copy of the headers. Shaping charges this, so a
+// super-frame costs what its segments would. Where WireLen cannot find the
+// headers it falls back to len(eth), the same way.
+func WireBytes(eth []byte, h VnetHdr) int {
+	seg := WireLen(eth, h)
+	if seg >= len(eth) {
+		return len(eth)
+	}
+	hdr := seg - int(h.GSOSize)
+	payload := len(eth) - hdr
+	segs := (payload + int(h.GSOSize) - 1) / int(h.GSOSize)
+	return len(eth) + (segs-1)*hdr
+}

@@ -46,12 +46,17 @@ type ipamConf struct {
 	Routes  []route     `json:"routes"`
 }
 
+// pluginConf is the epair plugin. It declares the bandwidth capability:
+// the runtime then passes a pod's kubernetes.io/ingress-bandwidth and
+// egress-bandwidth annotations to epair, which shapes them itself (the
+// reference bandwidth plugin cannot: it looks for a veth peer).
 type pluginConf struct {
-	Type   string   `json:"type"`
-	Mode   string   `json:"mode"`
-	MTU    int      `json:"mtu"`
-	Socket string   `json:"socket"`
-	IPAM   ipamConf `json:"ipam"`
+	Type         string          `json:"type"`
+	Mode         string          `json:"mode"`
+	MTU          int             `json:"mtu"`
+	Socket       string          `json:"socket"`
+	Capabilities map[string]bool `json:"capabilities"`
+	IPAM         ipamConf        `json:"ipam"`
 }
 
 // portmapConf is the reference portmap plugin, chained after epair: the
@@ -113,7 +118,8 @@ func RenderConflist(p ConflistParams) ([]byte, error) {
 		CNIVersions: []string{"1.0.0", "1.1.0"},
 		Name:        NetworkName,
 		Plugins: []any{
-			pluginConf{Type: "epair", Mode: "routed", MTU: p.MTU, Socket: p.Socket, IPAM: ipam},
+			pluginConf{Type: "epair", Mode: "routed", MTU: p.MTU, Socket: p.Socket,
+				Capabilities: map[string]bool{"bandwidth": true}, IPAM: ipam},
 			portmapConf{Type: "portmap", Capabilities: map[string]bool{"portMappings": true}},
 		},
 	}, "", "  ")

@@ -76,6 +76,11 @@ func TestRenderConflist(t *testing.T) {
 			if c.Type != "epair" || c.Mode != "routed" || c.MTU != 1450 || c.Socket != "/run/epair/epair.sock" || c.IPAM.Type != "host-local" {
 				t.Errorf("plugin %+v", c)
 			}
+			// libcni hands a pod's bandwidth annotations only to a plugin
+			// declaring the capability; epair shapes them itself.
+			if caps := list.Plugins[0].Network.Capabilities; !reflect.DeepEqual(caps, map[string]bool{"bandwidth": true}) {
+				t.Errorf("epair capabilities %v, want bandwidth", caps)
+			}
 			var subnets, routes []string
 			for _, r := range c.IPAM.Ranges {
 				if len(r) != 1 {

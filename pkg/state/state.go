@@ -43,6 +43,9 @@ type Pair struct {
 	// AntiSpoofing is the request's setting (nil: on), kept so that a
 	// restarted daemon filters the pair as before.
 	AntiSpoofing *bool `json:"anti_spoofing,omitempty"`
+	// Bandwidth is the request's shaping, kept so that a restarted daemon
+	// shapes the pair as before.
+	Bandwidth *api.Bandwidth `json:"bandwidth,omitempty"`
 }
 
 // End is what is kept of one end.
