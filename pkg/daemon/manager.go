@@ -75,8 +75,9 @@ func NewManager(store *state.Store, core *epair.Core, hostID uint64, dp datapath
 }
 
 // restore finishes what a crash interrupted and re-attaches the rest. It
-// never recreates an interface: a pair whose devices are gone stays in the
-// state, not forwarding, until it is deleted.
+// never recreates an interface: a pair whose devices are gone, or are
+// somebody else's, stays in the state, not forwarding, with its problem,
+// until it is deleted.
 func (m *Manager) restore() {
 	for unit, p := range m.st.Pairs {
 		if p.Phase != state.Ready {
@@ -101,7 +102,8 @@ func (m *Manager) restore() {
 	}
 }
 
-// attach re-opens both persistent TAPs of a pair, found by ifindex.
+// attach re-opens both persistent TAPs of a pair, found by ifindex and
+// checked to be its own.
 func (m *Manager) attach(p *state.Pair) (*datapath.Link, error) {
 	b, err := attachEnd(&p.B, p.Queues)
 	if err != nil {
@@ -115,6 +117,8 @@ func (m *Manager) attach(p *state.Pair) (*datapath.Link, error) {
 	return datapath.Start(m.core, p.MTU, a, b, m.dp), nil
 }
 
+// attachEnd re-opens an end's TAP if the device at its ifindex is its own
+// (findEnd); somebody else's is neither opened nor touched.
 func attachEnd(e *state.End, queues int) (*tap.Device, error) {
 	if err := checkNetns(e.Netns); err != nil {
 		return nil, fmt.Errorf("end %s: %w", e.Name, err)
@@ -123,12 +127,18 @@ func attachEnd(e *state.End, queues int) (*tap.Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := findTap(h, e.Index, e.Name)
+	l, err := findEnd(h, e, queues)
 	h.Close()
+	var fe *foreignError
+	if errors.As(err, &fe) {
+		fe.warn("not re-attaching")
+	}
+	if err != nil {
+		return nil, err
+	}
 	if l == nil {
 		return nil, fmt.Errorf("end %s (ifindex %d) no longer exists", e.Name, e.Index)
 	}
-	e.Name = l.Attrs().Name
 	var d *tap.Device
 	err = inNetns(e.Netns, func() error {
 		d, err = tap.Attach(e.Name, queues)
@@ -136,6 +146,10 @@ func attachEnd(e *state.End, queues int) (*tap.Device, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("re-attach %s: %w", e.Name, err)
+	}
+	if d.Index != e.Index { // replaced between the match and the attach
+		d.Close()
+		return nil, fmt.Errorf("re-attach %s: ifindex %d, want %d: %w", e.Name, d.Index, e.Index, errForeign)
 	}
 	return d, nil
 }
@@ -341,7 +355,7 @@ func removeDevices(p *state.Pair, link *datapath.Link, byName bool) {
 		if e.Index == 0 && !byName {
 			continue
 		}
-		if err := deleteTap(e.Netns, e.Index, e.Name); err != nil {
+		if err := deleteEnd(&e, p.Queues); err != nil {
 			slog.Warn("deleting tap", "name", e.Name, "err", err)
 		}
 	}
