@@ -10,6 +10,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/epair-cni/epair/e2e/harness"
 	"github.com/epair-cni/epair/pkg/state"
+	"github.com/vishvananda/netlink"
 )
 
 // TestRestartFinishesInterruptedChanges: a daemon killed in the middle of a
@@ -23,18 +24,19 @@ func TestRestartFinishesInterruptedChanges(t *testing.T) {
 	s.d.Kill()
 
 	// What the killed daemon would have left: a creating pair whose b TAP
-	// exists (its a TAP was never made), a deleting pair with both TAPs.
-	tapAdd(t, s.nb, "epair7b")
-	tapAdd(t, s.na, "eth2")
-	tapAdd(t, s.nb, "epair8b")
+	// exists (its a TAP was never made), a deleting pair with both TAPs,
+	// each a TAP as the daemon makes them (vnet headers, persistent).
+	ourTapAdd(t, s.nb, "epair7b")
+	ourTapAdd(t, s.na, "eth2")
+	ourTapAdd(t, s.nb, "epair8b")
 	tapAdd(t, s.nb, "foreign0") // not ours: must survive
 	path := filepath.Join(s.d.StateDir, "state.json")
 	st := readState(t, path)
 	st.Pairs[7] = &state.Pair{Unit: 7, Phase: state.Creating, MTU: 1500, Queues: 1,
 		A: state.End{Name: "eth1", Netns: s.na.Path()}, B: state.End{Name: "epair7b", Netns: s.nb.Path()}}
 	st.Pairs[8] = &state.Pair{Unit: 8, Phase: state.Deleting, MTU: 1500, Queues: 1,
-		A: state.End{Name: "eth2", Index: ifindex(t, s.na, "eth2"), Netns: s.na.Path()},
-		B: state.End{Name: "epair8b", Index: ifindex(t, s.nb, "epair8b"), Netns: s.nb.Path()}}
+		A: state.End{Name: "eth2", Index: ifindex(t, s.na, "eth2"), MAC: macOf(t, s.na, "eth2"), Netns: s.na.Path()},
+		B: state.End{Name: "epair8b", Index: ifindex(t, s.nb, "epair8b"), MAC: macOf(t, s.nb, "epair8b"), Netns: s.nb.Path()}}
 	writeState(t, path, st)
 
 	s.d.Start()
@@ -65,6 +67,29 @@ func TestRestartFinishesInterruptedChanges(t *testing.T) {
 func tapAdd(t *testing.T, n ns.NetNS, name string) {
 	t.Helper()
 	harness.MustRun(t, n, "ip", "tuntap", "add", "mode", "tap", "name", name)
+}
+
+// ourTapAdd makes a TAP with the flags of the daemon's own (tap.Create),
+// which is what a daemon killed mid-change leaves.
+func ourTapAdd(t *testing.T, n ns.NetNS, name string) {
+	t.Helper()
+	harness.MustRun(t, n, "ip", "tuntap", "add", "mode", "tap", "vnet_hdr", "name", name)
+}
+
+func macOf(t *testing.T, n ns.NetNS, name string) string {
+	t.Helper()
+	var mac string
+	err := n.Do(func(ns.NetNS) error {
+		l, err := netlink.LinkByName(name)
+		if err == nil {
+			mac = l.Attrs().HardwareAddr.String()
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("link %s: %v", name, err)
+	}
+	return mac
 }
 
 func readState(t *testing.T, path string) *state.State {

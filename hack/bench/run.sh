@@ -13,6 +13,9 @@
 #     (e2e/cni TestADDDELLatency)
 #   - scale: a fresh daemon with PAIRS idle pairs: RSS per pair, idle CPU
 #     over IDLE_SECS, time to add and to delete them all
+#   - restart: how long kill -9 and a new daemon cut traffic with each of
+#     RESTART_PAIRS pairs (hack/bench/restart.sh: a ping every 10 ms on a
+#     sample of pairs; median of RESTART_REPS restarts)
 #   - the Go benchmarks of the queue core (go test -bench ./pkg/epair)
 # It prints one markdown table with the ratios epair/veth (epair/ptp for CNI)
 # and writes it, with the machine and the knobs, to BENCH_OUT (default
@@ -23,7 +26,8 @@
 # Usage (as root): hack/bench/run.sh [bin/epair]
 # Knobs (env): SECS=10 REPS=3 COUNT=200 PAIRS=1000 IDLE_SECS=30 SETTLE_SECS=5
 #   CNI_N=100 CNI_PAR=8 UDP_SIZE=64 UDP_SENDERS="1 2" (a list: one run each)
-#   SCALE_PAR=4 GOBENCH_TIME=1s
+#   SCALE_PAR=4 GOBENCH_TIME=1s RESTART_PAIRS="1 PAIRS/10 PAIRS" RESTART_REPS=5
+#   RESTART_SAMPLE=10
 #   BENCH_OUT=BENCHMARKS.md EPAIR_DAEMON_ARGS="--dispatch deferred ..."
 #   EPAIR_CNI_PLUGINS=bin/cni
 set -euo pipefail
@@ -37,6 +41,8 @@ PAIRS=${PAIRS:-1000} IDLE_SECS=${IDLE_SECS:-30} SETTLE_SECS=${SETTLE_SECS:-5}
 CNI_N=${CNI_N:-100} CNI_PAR=${CNI_PAR:-8}
 UDP_SIZE=${UDP_SIZE:-64} UDP_SENDERS=${UDP_SENDERS:-1 2} SCALE_PAR=${SCALE_PAR:-4}
 GOBENCH_TIME=${GOBENCH_TIME:-1s}
+RESTART_PAIRS=${RESTART_PAIRS:-1 $((PAIRS / 10 > 1 ? PAIRS / 10 : 2)) $PAIRS}
+RESTART_REPS=${RESTART_REPS:-5} RESTART_SAMPLE=${RESTART_SAMPLE:-10}
 BENCH_OUT=${BENCH_OUT:-$repo/BENCHMARKS.md}
 EPAIR_DAEMON_ARGS=${EPAIR_DAEMON_ARGS:-}
 EPAIR_CNI_PLUGINS=${EPAIR_CNI_PLUGINS:-$repo/bin/cni}
@@ -277,6 +283,16 @@ del_s=$(awk -v a="$t2" -v b="$t3" 'BEGIN {printf "%.2f", b - a}')
 rec "scale: rss0=${rss0}KiB rss$PAIRS=${rss1}KiB rss_after_del=${rss2}KiB threads=$threads fds=$fds idle_cpu=$idle_cpu% over ${IDLE_SECS}s add=${add_s}s del=${del_s}s ($SCALE_PAR at once)"
 bench_rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$bench_pid/status")
 
+# ---- restart: kill -9 and a new daemon, with more and more pairs
+log "restart: kill -9 and start again with $RESTART_PAIRS pairs, $RESTART_REPS times each"
+RESTART_PAIRS=$RESTART_PAIRS RESTART_REPS=$RESTART_REPS RESTART_SAMPLE=$RESTART_SAMPLE RESTART_PAR=$SCALE_PAR \
+	EPAIR_DAEMON_ARGS=$EPAIR_DAEMON_ARGS hack/bench/restart.sh "$bin" >"$work/restart.txt" 2>"$work/restart.log" ||
+	{ cat "$work/restart.txt" "$work/restart.log" >&2; die "restart bench failed"; }
+grep ' rep=' "$work/restart.txt" | while read -r line; do rec "restart: ${line#RESTART }"; done
+restart() { # pairs field -> the median
+	awk -v n="pairs=$1" -v f="$2" '$2 == "bin=1" && $3 == n && $4 == "median" { for (i = 5; i <= NF; i++) { split($i, kv, "="); if (kv[1] == f) print kv[2] } }' "$work/restart.txt"
+}
+
 # ---- the table
 rows=$work/rows.tsv # key, label, reference, epair, ratio (1: epair/reference)
 : >"$rows"
@@ -320,6 +336,11 @@ res=$(awk -v hz="$hz" -v s="$IDLE_SECS" 'BEGIN {printf "%.2g", 100 / hz / s}') #
 row idle_cpu "daemon CPU idle with $PAIRS pairs, % of one core (over ${IDLE_SECS}s; one tick = $res)" — "$idle_cpu" 0
 row add_all "add $PAIRS pairs, s (CLI, $SCALE_PAR at once)" — "$add_s" 0
 row del_all "delete $PAIRS pairs, s (CLI, $SCALE_PAR at once)" — "$del_s" 0
+for n in $RESTART_PAIRS; do
+	sampled=$(grep -m1 " pairs=$n median" "$work/restart.txt" | sed -n 's/.*sampled=\([0-9]*\).*/\1/p')
+	row "restart_gap$n" "restart after kill -9 with $n pairs: traffic on unit 0, ms after the new process starts (median of $RESTART_REPS)" — "$(restart "$n" gap_ms)" 0
+	row "restart_all$n" "restart with $n pairs: traffic on all $sampled probed (the last unit too), ms after it starts" — "$(restart "$n" all_ms)" 0
+done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b + 0 == 0 || a == "-" || b == "-") print "—"; else printf "%.2fx", a / b}'; }
 table() { # rows file -> markdown
@@ -344,7 +365,7 @@ model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 	echo "- machine: $(nproc) CPUs, ${model:-unknown CPU}, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM, kernel $(uname -r)"
 	echo "- $(go version | sed 's/^go version //'), epair $(git describe --always --dirty 2>/dev/null || echo '?')"
 	echo "- load average when the run started: $load0; when it ended: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine shows here)"
-	echo "- knobs: SECS=$SECS REPS=$REPS COUNT=$COUNT PAIRS=$PAIRS IDLE_SECS=$IDLE_SECS CNI_N=$CNI_N CNI_PAR=$CNI_PAR UDP_SIZE=$UDP_SIZE UDP_SENDERS='$UDP_SENDERS' EPAIR_DAEMON_ARGS='$EPAIR_DAEMON_ARGS'"
+	echo "- knobs: SECS=$SECS REPS=$REPS COUNT=$COUNT PAIRS=$PAIRS IDLE_SECS=$IDLE_SECS CNI_N=$CNI_N CNI_PAR=$CNI_PAR UDP_SIZE=$UDP_SIZE UDP_SENDERS='$UDP_SENDERS' RESTART_PAIRS='$RESTART_PAIRS' RESTART_REPS=$RESTART_REPS RESTART_SAMPLE=$RESTART_SAMPLE EPAIR_DAEMON_ARGS='$EPAIR_DAEMON_ARGS'"
 	echo "- the run took $((runtime_s / 60)) min $((runtime_s % 60)) s"
 	echo
 	cat "$work/table.md"
@@ -397,7 +418,11 @@ not what limits epair. Request/response is one TCP connection
 `TestADDDELLatency` in `e2e/cni` (libcni, host-local IPAM, each pod its own
 namespace; all pods added, then all deleted). Scale is a fresh daemon with
 idle pairs, all a ends in one namespace and all b ends in another: RSS from
-`/proc/PID/status`, CPU from utime+stime in `/proc/PID/stat`.
+`/proc/PID/status`, CPU from utime+stime in `/proc/PID/stat`. Restart is
+[hack/bench/restart.sh](hack/bench/restart.sh): as on a node, each a end in
+a namespace of its own and the b ends in the daemon's; kill -9, then a new
+daemon, with a ping every 10 ms on a sample of pairs (unit 0, the last
+unit, evenly between), timed from just before the new process is executed.
 
 HEAD
 	cat "$work/run.md"

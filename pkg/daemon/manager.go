@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/epair-cni/epair/pkg/api"
 	"github.com/epair-cni/epair/pkg/datapath"
@@ -47,10 +48,23 @@ type Manager struct {
 	// pinDir holds bind mounts of the namespaces that b ends were put in
 	// by callers in other namespaces (see hostNetns); "" pins none.
 	pinDir string
+	// restoring holds, by unit, a channel closed once the pair is
+	// re-attached or known not to be (see restore); attached is closed
+	// when no pair is left in it. The API waits for them until
+	// restoreDeadline. unfollowed holds the links that settle has yet
+	// to follow, until it has (settled). closed is set by Close.
+	restoring       map[int]chan struct{}
+	attached        chan struct{}
+	restoreDeadline time.Time
+	unfollowed      map[int]*datapath.Link
+	settled         bool
+	closed          bool
 }
 
-// NewManager loads the state and re-attaches to every pair in it. pinDir
-// is where it pins callers' namespaces ("" for none).
+// NewManager loads the state, finishes the changes a crash interrupted and
+// starts re-attaching to every other pair in it; it returns before they
+// are all forwarding (see restore). pinDir is where it pins callers'
+// namespaces ("" for none).
 func NewManager(store *state.Store, core *epair.Core, hostID uint64, dp datapath.Options, pinDir string) (*Manager, error) {
 	self, err := nsfile.Inode("/proc/thread-self/ns/net")
 	if err != nil {
@@ -62,88 +76,19 @@ func NewManager(store *state.Store, core *epair.Core, hostID uint64, dp datapath
 	}
 	m := &Manager{
 		core: core, store: store, st: st, hostID: hostID,
-		queues:    core.Config().Queues,
-		links:     map[int]*datapath.Link{},
-		problems:  map[int]string{},
-		watch:     newLinkWatch(),
-		dp:        dp,
-		selfNetns: self,
-		pinDir:    pinDir,
+		queues:     core.Config().Queues,
+		links:      map[int]*datapath.Link{},
+		problems:   map[int]string{},
+		watch:      newLinkWatch(),
+		dp:         dp,
+		selfNetns:  self,
+		pinDir:     pinDir,
+		restoring:  map[int]chan struct{}{},
+		attached:   make(chan struct{}),
+		unfollowed: map[int]*datapath.Link{},
 	}
 	m.restore()
 	return m, nil
-}
-
-// restore finishes what a crash interrupted and re-attaches the rest. It
-// never recreates an interface: a pair whose devices are gone stays in the
-// state, not forwarding, until it is deleted.
-func (m *Manager) restore() {
-	for unit, p := range m.st.Pairs {
-		if p.Phase != state.Ready {
-			slog.Info("finishing interrupted change", "unit", unit, "phase", p.Phase)
-			removeDevices(p, nil, true)
-			delete(m.st.Pairs, unit)
-			continue
-		}
-		link, err := m.attach(p)
-		if err != nil {
-			slog.Warn("pair not re-attached", "unit", unit, "err", err)
-			m.problems[unit] = err.Error()
-			continue
-		}
-		m.links[unit] = link
-		m.follow(p, link)
-		slog.Info("pair re-attached", "unit", unit, "a", p.A.Name, "b", p.B.Name)
-	}
-	m.unpinUnused()
-	if err := m.store.Save(m.st); err != nil {
-		slog.Error("saving state after restore", "err", err)
-	}
-}
-
-// attach re-opens both persistent TAPs of a pair, found by ifindex.
-func (m *Manager) attach(p *state.Pair) (*datapath.Link, error) {
-	b, err := attachEnd(&p.B, p.Queues)
-	if err != nil {
-		return nil, err
-	}
-	a, err := attachEnd(&p.A, p.Queues)
-	if err != nil {
-		b.Close()
-		return nil, err
-	}
-	opts, err := m.startOptions(p)
-	if err != nil {
-		a.Close()
-		b.Close()
-		return nil, err
-	}
-	return datapath.Start(m.core, p.MTU, a, b, opts), nil
-}
-
-func attachEnd(e *state.End, queues int) (*tap.Device, error) {
-	if err := checkNetns(e.Netns); err != nil {
-		return nil, fmt.Errorf("end %s: %w", e.Name, err)
-	}
-	h, err := netlinkAt(e.Netns)
-	if err != nil {
-		return nil, err
-	}
-	l := findTap(h, e.Index, e.Name)
-	h.Close()
-	if l == nil {
-		return nil, fmt.Errorf("end %s (ifindex %d) no longer exists", e.Name, e.Index)
-	}
-	e.Name = l.Attrs().Name
-	var d *tap.Device
-	err = inNetns(e.Netns, func() error {
-		d, err = tap.Attach(e.Name, queues)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("re-attach %s: %w", e.Name, err)
-	}
-	return d, nil
 }
 
 // Create makes a new pair as asked. On any failure nothing is left: no
@@ -365,7 +310,7 @@ func removeDevices(p *state.Pair, link *datapath.Link, byName bool) {
 		if e.Index == 0 && !byName {
 			continue
 		}
-		if err := deleteTap(e.Netns, e.Index, e.Name); err != nil {
+		if err := deleteEnd(&e, p.Queues); err != nil {
 			slog.Warn("deleting tap", "name", e.Name, "err", err)
 		}
 	}
@@ -375,6 +320,9 @@ func removeDevices(p *state.Pair, link *datapath.Link, byName bool) {
 // unit (epair_clone_destroy). The kernel work runs without the lock, so
 // deletions of several pairs overlap.
 func (m *Manager) Delete(id string) error {
+	if !m.awaitRestore(id) {
+		return fmt.Errorf("%w: pair %s is still being re-attached after a restart; try again", errBusy, id)
+	}
 	p, link, err := m.startDelete(id)
 	if err != nil {
 		return err
@@ -418,6 +366,7 @@ func (m *Manager) startDelete(id string) (*state.Pair, *datapath.Link, error) {
 
 // Get describes one pair.
 func (m *Manager) Get(id string) (*api.Pair, error) {
+	m.awaitRestore(id)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	p, err := m.find(id)
@@ -427,8 +376,12 @@ func (m *Manager) Get(id string) (*api.Pair, error) {
 	return m.describe(p), nil
 }
 
-// List describes every pair, by unit.
+// List describes every pair, by unit. After a restart it waits until
+// every pair is re-attached or known not to be (see waitRestore): a pair
+// listed as not forwarding only because the restore had not got to it yet
+// would fail a CNI CHECK.
 func (m *Manager) List() []api.Pair {
+	m.waitRestore(m.attached)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := make([]api.Pair, 0, len(m.st.Pairs))
@@ -444,6 +397,7 @@ func (m *Manager) List() []api.Pair {
 
 // Stats returns a pair's counters.
 func (m *Manager) Stats(id string) (*api.Stats, error) {
+	m.awaitRestore(id)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	p, err := m.find(id)
@@ -465,10 +419,12 @@ func (m *Manager) Len() int {
 }
 
 // Close stops forwarding for every pair; the persistent TAPs stay, so a
-// restarted daemon re-attaches to them and pods keep their interfaces.
+// restarted daemon re-attaches to them and pods keep their interfaces. A
+// restore still running stops each pair it re-attaches from now on.
 func (m *Manager) Close() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.closed = true
 	m.watch.close()
 	for unit, l := range m.links {
 		l.Stop()
@@ -516,7 +472,11 @@ func (m *Manager) describe(p *state.Pair) *api.Pair {
 		out.B.Up, out.B.Running, out.B.MTU = b.Up(), b.Running(), b.MTU()
 		out.Forwarding = a.Running() && b.Running()
 	}
-	if !out.Forwarding && out.Problem == "" {
+	switch {
+	case out.Forwarding || out.Problem != "":
+	case m.restoring[p.Unit] != nil:
+		out.Problem = "not forwarding yet: being re-attached after a daemon restart"
+	default:
 		out.Problem = "not forwarding: an end's device is gone"
 	}
 	return out

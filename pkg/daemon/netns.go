@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/epair-cni/epair/pkg/api"
 	"github.com/epair-cni/epair/pkg/nsfile"
+	"github.com/epair-cni/epair/pkg/state"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
@@ -178,40 +180,53 @@ func configureLink(path string, index int, mac string, mtu int) error {
 	return nil
 }
 
-// findTap finds our TAP by ifindex (its name may have changed since) or,
-// when the index is not known yet, by name. It returns nil if there is none
-// or if what it finds is not a TAP: a device we did not make is never
-// touched.
-func findTap(h *netlink.Handle, index int, name string) netlink.Link {
+// findEnd finds an end's TAP: by ifindex (by name while the ifindex is not
+// known yet), and only if it matches the end (matchEnd). It returns nil
+// and no error if there is no such link, and the link with an error
+// wrapping errForeign if there is one that is somebody else's.
+func findEnd(h *netlink.Handle, e *state.End, queues int) (netlink.Link, error) {
 	var l netlink.Link
 	var err error
-	if index > 0 {
-		l, err = h.LinkByIndex(index)
+	if e.Index > 0 {
+		l, err = h.LinkByIndex(e.Index)
 	} else {
-		l, err = netlinksafe.Handle{Handle: h}.LinkByName(name)
+		l, err = netlinksafe.Handle{Handle: h}.LinkByName(e.Name)
 	}
-	if err != nil || l.Type() != "tuntap" {
-		return nil
+	var notFound netlink.LinkNotFoundError
+	if errors.As(err, &notFound) {
+		return nil, nil
 	}
-	return l
+	if err != nil {
+		return nil, fmt.Errorf("look up %s in %s: %w", e.Name, nsName(e.Netns), err)
+	}
+	if err := matchEnd(l, e, queues); err != nil {
+		return l, err
+	}
+	return l, nil
 }
 
-// deleteTap removes our TAP if it is still there; a namespace that is gone
-// took its devices with it.
-func deleteTap(path string, index int, name string) error {
-	if path != "" {
-		if err := checkNetns(path); err != nil {
+// deleteEnd removes an end's TAP if it is still there; a namespace that is
+// gone took its devices with it. A device that is not the end's is left
+// alone, with a warning: the pair goes all the same.
+func deleteEnd(e *state.End, queues int) error {
+	if e.Netns != "" {
+		if err := checkNetns(e.Netns); err != nil {
 			return nil
 		}
 	}
-	h, err := netlinkAt(path)
+	h, err := netlinkAt(e.Netns)
 	if err != nil {
 		return err
 	}
 	defer h.Close()
-	l := findTap(h, index, name)
-	if l == nil {
+	l, err := findEnd(h, e, queues)
+	var fe *foreignError
+	if errors.As(err, &fe) {
+		fe.warn("not deleting")
 		return nil
+	}
+	if err != nil || l == nil {
+		return err
 	}
 	if err := h.LinkDel(l); err != nil {
 		return fmt.Errorf("delete %s: %w", l.Attrs().Name, err)
