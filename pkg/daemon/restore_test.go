@@ -48,10 +48,10 @@ func TestRestoreWhileServing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	st := &state.State{Pairs: map[int]*state.Pair{}}
+	st := &state.State{Pairs: map[int]*state.Pair{}, NextMACIndex: n}
 	gone := filepath.Join(dir, "gone-netns")
 	for u := range n {
-		st.Pairs[u] = &state.Pair{Unit: u, Phase: state.Ready, MTU: 1500, Queues: 1,
+		st.Pairs[u] = &state.Pair{Unit: u, Phase: state.Ready, MTU: 1500, Queues: 1, MACIndex: uint32(u),
 			A: state.End{Name: fmt.Sprintf("p%d", u), Index: 2, MAC: "02:00:00:00:00:0a", Netns: gone},
 			B: state.End{Name: fmt.Sprintf("epair%db", u), Index: 3 + u, MAC: "02:00:00:00:00:0b", Netns: gone}}
 	}
