@@ -301,26 +301,16 @@ unshaped_pairs() { # pods a and b: no bandwidth on their pairs
 }
 check pods-a-b-pairs-unshaped unshaped_pairs
 
-# Timed: iperf3 s -> b for 10 s, one-second intervals. The bucket starts
-# full with the burst, so the first ~512 MiB go unshaped (under a second
-# here): the rate is the mean of the intervals that start at least 1 s
-# after the first one under 3 times the rate (sender-side intervals are
-# uneven while the socket buffer fills, the mean is not); it must be within
-# 25 % of the rate, over at least 3 intervals. Pod a's unshaped iperf3
-# above must be over 3 times the rate.
+# Timed: iperf3 s -> b for 10 s, one-second intervals, near the rate once
+# the burst is spent (shaped_iperf_verdict, e2e/lib.sh); pod a's unshaped
+# iperf3 above must be over 3 times the rate.
 shaped_rate() {
 	local out unshaped
 	cri exec "$CB" iperf3 -s -1 -D -B "$IPB"
 	sleep 0.3
 	cri exec "$CS" iperf3 -c "$IPB" -t 10 -J >"$T/iperf-shaped.json" || { echo "iperf3 failed"; cat "$T/iperf-shaped.json"; return 1; }
-	out=$(jq -r --argjson burst "$SHAPE_BURST" --argjson r "$SHAPE_RATE" '
-		[.intervals[].sum] as $iv
-		| ([$iv[] | select(.bits_per_second < 3 * $r) | .start] | min // 1e9) as $t0
-		| [$iv[] | select(.start >= $t0 + 1) | .bits_per_second] as $s
-		| "intervals Mbit/s: \([$iv[] | .bits_per_second / 1e6 | floor] | join(" ")) (retransmits \([$iv[] | .retransmits // 0] | join(" "))); \($iv[0].bytes / 1048576 | floor) MiB in the first second (burst \($burst / 8 / 1048576 | floor) MiB); shaped from \($t0) s; shaped mean over \($s | length) intervals: \(if ($s | length) > 0 then ($s | add / length / 1e4 | floor / 100) else "n/a" end) Mbit/s"
-		+ (if ($s | length) >= 3 and (($s | add / length) - $r | fabs) <= 0.25 * $r then "" else " FAIL" end)' "$T/iperf-shaped.json")
+	out=$(shaped_iperf_verdict "$T/iperf-shaped.json" "$SHAPE_RATE" "$SHAPE_BURST") || { echo "$out"; return 1; }
 	echo "$out" | tee "$T/shaped.out"
-	case $out in *FAIL) return 1 ;; esac
 	unshaped=$(awk '/sender/ {print $7}' "$T/iperf.out")
 	echo "pod a unshaped: $unshaped Mbit/s"
 	awk -v u="$unshaped" -v r="$SHAPE_RATE" 'BEGIN {exit !(u * 1e6 > 3 * r)}'
