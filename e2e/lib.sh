@@ -77,6 +77,26 @@ stop_pid() {
 	wait "$pid" 2>/dev/null
 }
 
+# shaped_iperf_verdict IPERF3-JSON RATE BURST: the rate of an iperf3 -J
+# client's run from a pod shaped at RATE bits/s with a bucket of BURST bits,
+# which starts full: the first BURST bits go unshaped (containerd passes
+# math.MaxUint32 bits, about 512 MiB, for the annotations). The rate is the
+# mean of the one-second intervals that start at least 1 s after the first
+# one under 3 times RATE (sender-side intervals are uneven while the socket
+# buffer fills, the mean is not); it must be within 25 % of RATE, over at
+# least 3 intervals. Prints the intervals and the mean.
+shaped_iperf_verdict() {
+	local out
+	out=$(jq -r --argjson burst "$3" --argjson r "$2" '
+		[.intervals[].sum] as $iv
+		| ([$iv[] | select(.bits_per_second < 3 * $r) | .start] | min // 1e9) as $t0
+		| [$iv[] | select(.start >= $t0 + 1) | .bits_per_second] as $s
+		| "intervals Mbit/s: \([$iv[] | .bits_per_second / 1e6 | floor] | join(" ")) (retransmits \([$iv[] | .retransmits // 0] | join(" "))); \($iv[0].bytes / 1048576 | floor) MiB in the first second (burst \($burst / 8 / 1048576 | floor) MiB); shaped from \($t0) s; shaped mean over \($s | length) intervals: \(if ($s | length) > 0 then ($s | add / length / 1e4 | floor / 100) else "n/a" end) Mbit/s"
+		+ (if ($s | length) >= 3 and (($s | add / length) - $r | fabs) <= 0.25 * $r then "" else " FAIL" end)' "$1")
+	echo "$out"
+	case $out in *FAIL) return 1 ;; esac
+}
+
 # ---------------------------------------------------------------- cleanup
 # Pieces of the suites' EXIT trap, which runs them with set +e. Each removes
 # only what this run made.

@@ -164,10 +164,11 @@ check cni-config-loaded cni_loaded "$NET"
 
 # ---------------------------------------------------------------- pods
 
-pod_json() { # NAME
+pod_json() { # NAME [ANNOTATIONS-JSON]
+	local ann=${2:-'{}'}
 	cat <<EOF
 {"metadata": {"name": "$1", "namespace": "epair-e2e", "uid": "$1-$$", "attempt": 0},
- "hostname": "$1", "log_directory": "$T/logs/$1",
+ "hostname": "$1", "log_directory": "$T/logs/$1", "annotations": $ann,
  "linux": {"cgroup_parent": "$CGPARENT"}}
 EOF
 }
@@ -181,9 +182,9 @@ ctr_json >"$T/box.json"
 
 # runp NAME: creates a pod sandbox; its id goes to $T/id-NAME, and to the
 # lists cleanup uses, with its netns.
-runp() {
+runp() { # NAME [ANNOTATIONS-JSON]
 	local id
-	pod_json "$1" >"$T/pod-$1.json"
+	pod_json "$1" "${2:-}" >"$T/pod-$1.json"
 	id=$(cri runp "$T/pod-$1.json") || return 1
 	echo "$id" >>"$T/pod-ids"
 	echo "$id" >"$T/id-$1"
@@ -267,6 +268,56 @@ iperf() {
 check iperf3-pod-a-to-pod-b iperf
 log "iperf3 a->b: $(grep -E 'sender|receiver' "$T/iperf.out" | awk '{print $7, $8, $NF}' | paste -sd' ')"
 
+# ---------------------------------------------------------------- shaping
+
+# A third pod annotated with kubernetes.io/ingress-bandwidth and
+# egress-bandwidth: containerd's CRI passes them to the plugins that
+# declare the bandwidth capability (the conflist does) as runtimeConfig
+# bandwidth, rates in bits/s, and a burst of its own (math.MaxUint32 bits,
+# about 512 MiB, in containerd 1.6: the annotations have no burst).
+SHAPE_RATE=10000000 # "10M"
+log "pod s with kubernetes.io/{ingress,egress}-bandwidth: 10M"
+check runp-pod-shaped runp epair-s '{"kubernetes.io/ingress-bandwidth": "10M", "kubernetes.io/egress-bandwidth": "10M"}'
+check create-start-container-shaped create epair-s
+PS=$(cat "$T/id-epair-s") CS=$(cat "$T/ctr-epair-s")
+IPS_=$(pod_ip "$PS")
+log "pod s $IPS_ (${PS:0:12})"
+
+# The daemon's pair of pod s (its owner is the sandbox id) shapes both
+# directions at the annotations' rate; its burst goes to $T/shape-burst.
+pair_shaped() {
+	local bw
+	bw=$(ep pair list | jq -c --arg id "$PS" '.[] | select(.owner.container_id == $id) | .bandwidth')
+	echo "pod s pair bandwidth: $bw"
+	jq -e --argjson r "$SHAPE_RATE" '.ingress_rate == $r and .egress_rate == $r and .ingress_burst > 0 and .egress_burst > 0' <<<"$bw" >/dev/null || return 1
+	jq -r .egress_burst <<<"$bw" >"$T/shape-burst"
+}
+check pod-s-pair-shaped-10M pair_shaped
+SHAPE_BURST=$(cat "$T/shape-burst")
+log "pod s pair: rate $SHAPE_RATE bit/s each way, burst $SHAPE_BURST bits (what containerd passes)"
+unshaped_pairs() { # pods a and b: no bandwidth on their pairs
+	ep pair list | jq -e --arg a "$PA" --arg b "$PB" '[.[] | select(.owner.container_id == $a or .owner.container_id == $b) | select(.bandwidth == null)] | length == 2' >/dev/null ||
+		{ ep pair list | jq -c '.[] | {owner: .owner.container_id, bandwidth}'; return 1; }
+}
+check pods-a-b-pairs-unshaped unshaped_pairs
+
+# Timed: iperf3 s -> b for 10 s, one-second intervals, near the rate once
+# the burst is spent (shaped_iperf_verdict, e2e/lib.sh); pod a's unshaped
+# iperf3 above must be over 3 times the rate.
+shaped_rate() {
+	local out unshaped
+	cri exec "$CB" iperf3 -s -1 -D -B "$IPB"
+	sleep 0.3
+	cri exec "$CS" iperf3 -c "$IPB" -t 10 -J >"$T/iperf-shaped.json" || { echo "iperf3 failed"; cat "$T/iperf-shaped.json"; return 1; }
+	out=$(shaped_iperf_verdict "$T/iperf-shaped.json" "$SHAPE_RATE" "$SHAPE_BURST") || { echo "$out"; return 1; }
+	echo "$out" | tee "$T/shaped.out"
+	unshaped=$(awk '/sender/ {print $7}' "$T/iperf.out")
+	echo "pod a unshaped: $unshaped Mbit/s"
+	awk -v u="$unshaped" -v r="$SHAPE_RATE" 'BEGIN {exit !(u * 1e6 > 3 * r)}'
+}
+check iperf3-pod-s-to-pod-b-near-10M shaped_rate
+log "iperf3 s->b: $(cat "$T/shaped.out")"
+
 # Leftovers after pods are gone, for the pod IPs and netns given.
 nothing_left() { # NETWORK IP...
 	local net=$1 bad=0 x
@@ -288,10 +339,10 @@ nothing_left() { # NETWORK IP...
 	return $bad
 }
 
-log "stopping and removing both pods"
-check stop-pods cri stopp "$PA" "$PB"
-check remove-pods cri rmp "$PA" "$PB"
-check nothing-left-after-two-pods nothing_left "$NET" "$IPA" "$IPB"
+log "stopping and removing the three pods"
+check stop-pods cri stopp "$PA" "$PB" "$PS"
+check remove-pods cri rmp "$PA" "$PB" "$PS"
+check nothing-left-after-three-pods nothing_left "$NET" "$IPA" "$IPB" "$IPS_"
 
 # churn LABEL NETWORK: CHURN sandboxes created and deleted one after
 # another; the runp times (ms) go to $T/runp-LABEL.

@@ -32,7 +32,7 @@ SUITE=e2e-kubelet
 # shellcheck source=e2e/lib.sh
 . "$ROOT/e2e/lib.sh" # EPAIR, CNI_PLUGINS, TOOLS, the images; log, check, cri, cleanup pieces
 CRI_TIMEOUT=60
-APT_PKGS=(containerd runc etcd-server openssl iproute2 iptables conntrack busybox-static util-linux jq)
+APT_PKGS=(containerd runc etcd-server openssl iproute2 iptables conntrack busybox-static iperf3 util-linux jq)
 
 # The network name of the agent's conflist (libcni cache entries:
 # /var/lib/cni/results/$NET-<sandbox id>-eth0; other runs may have entries
@@ -286,9 +286,14 @@ SYSCTLS_SAVED=1
 # ---------------------------------------------------------------- images
 
 # The test image also has udphello, the UDP server and client of the
-# hostPort checks (busybox nc has no UDP); the node runs it from $T/img.
+# hostPort checks (busybox nc has no UDP); the node runs it from $T/img;
+# and iperf3 with its libraries, for the shaping checks.
 (cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -o "$T/img/udphello" ./e2e/kubelet/udphello)
-build_images "file:$T/img/udphello:/bin/udphello"
+entries=("file:$T/img/udphello:/bin/udphello" file:/usr/bin/iperf3:/usr/bin/iperf3)
+while read -r lib; do
+	entries+=("file:$(readlink -f "$lib"):$lib")
+done < <(ldd /usr/bin/iperf3 | grep -o '/[^ ]*')
+build_images "${entries[@]}"
 log "building the epair image $EPAIR_IMAGE (hack/image.sh)"
 EPAIR_BIN=$EPAIR EPAIR_KUBE_BIN=$EPAIR_KUBE EPAIR_CNI_PLUGINS=$CNI_PLUGINS \
 	"$ROOT/hack/image.sh" "$T/img/epair.tar" "$EPAIR_IMAGE" >/dev/null
@@ -923,6 +928,96 @@ check hostport-127.0.0.1-route-localnet route_localnet_set
 # portmap leaves them on every node).
 check delete-hostport-pods kc delete pod -l "app=$HP_LABEL" --wait=true --timeout=60s
 check hostport-rules-gone-after-delete retry 15 portmap_rules_gone
+
+# ---------------------------------------------------------------- shaping
+
+# A Deployment whose pod template carries kubernetes.io/egress-bandwidth and
+# ingress-bandwidth: kubelet leaves them in the sandbox config, containerd's
+# CRI turns them into the CNI bandwidth capability, which the agent's
+# conflist declares; the daemon shapes the pair.
+SHAPED=epair-shaped SHAPE_RATE=10000000 # "10M"
+cat >"$T/shaped.yaml" <<EOF
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: $SHAPED}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: $SHAPED}}
+  template:
+    metadata:
+      labels: {app: $SHAPED}
+      annotations: {kubernetes.io/egress-bandwidth: 10M, kubernetes.io/ingress-bandwidth: 10M}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: box
+        image: $TEST_IMAGE
+        imagePullPolicy: Never
+        # sleep as pid 1 ignores SIGTERM: exit on it, not after the grace period.
+        command: [sh, -c, 'trap "exit 0" TERM; sleep 3600 & wait']
+EOF
+log "Deployment $SHAPED: 1 pod annotated kubernetes.io/{egress,ingress}-bandwidth: 10M"
+check apply-shaped-deployment kc apply -f "$T/shaped.yaml"
+check shaped-deployment-available kc rollout status "deployment/$SHAPED" --timeout=90s
+S=$(kc get pods -l "app=$SHAPED" -o jsonpath='{.items[0].metadata.name}')
+IPS_=$(kc get pod "$S" -o jsonpath='{.status.podIP}')
+SSB=$(cri pods -q --state ready --label "io.kubernetes.pod.name=$S")
+record_netns
+log "shaped pod $S $IPS_ (sandbox ${SSB:0:12})"
+
+# Its pair (owner: the sandbox id) shapes both ways at 10000000 bit/s; the
+# app's pairs are not shaped.
+shaped_pair() {
+	local bw
+	bw=$(ep pair list | jq -c --arg id "$SSB" '.[] | select(.owner.container_id == $id) | .bandwidth')
+	echo "shaped pod's pair bandwidth: $bw"
+	jq -e --argjson r "$SHAPE_RATE" '.ingress_rate == $r and .egress_rate == $r and .ingress_burst > 0 and .egress_burst > 0' <<<"$bw" >/dev/null || return 1
+	jq -r .egress_burst <<<"$bw" >"$T/shape-burst"
+	ep pair list | jq -e --arg id "$SSB" '[.[] | select(.owner.container_id != $id) | select(.bandwidth != null)] | length == 0' >/dev/null ||
+		{ echo "other pairs shaped:"; ep pair list | jq -c '.[] | {owner: .owner.container_id, bandwidth}'; return 1; }
+}
+check shaped-pod-pair-10M shaped_pair
+SHAPE_BURST=$(cat "$T/shape-burst")
+log "shaped pod's pair: rate $SHAPE_RATE bit/s each way, burst $SHAPE_BURST bits (what containerd passes)"
+
+# Timed: iperf3 to pod b, 2 s from the (unshaped) pod D, then 10 s from the
+# shaped pod, near the rate once the burst is spent (shaped_iperf_verdict,
+# e2e/lib.sh); D must be over 3 times the rate.
+iperf_to_b() { # FROM SECONDS: iperf3 -J from pod FROM to pod b
+	kc exec "$B" -- iperf3 -s -1 -D -B "$IPB"
+	sleep 0.3
+	kc exec "$1" -- iperf3 -c "$IPB" -t "$2" -J
+}
+shaped_rate() {
+	local out unshaped
+	iperf_to_b "$D" 2 >"$T/iperf-unshaped.json" || { echo "iperf3 from $D failed"; cat "$T/iperf-unshaped.json"; return 1; }
+	unshaped=$(jq '.end.sum_sent.bits_per_second' "$T/iperf-unshaped.json")
+	echo "unshaped pod $D: $(jq -n "$unshaped / 1e6 | floor") Mbit/s"
+	iperf_to_b "$S" 10 >"$T/iperf-shaped.json" || { echo "iperf3 from $S failed"; cat "$T/iperf-shaped.json"; return 1; }
+	out=$(shaped_iperf_verdict "$T/iperf-shaped.json" "$SHAPE_RATE" "$SHAPE_BURST") || { echo "$out"; return 1; }
+	echo "$out"
+	jq -ne --argjson u "$unshaped" --argjson r "$SHAPE_RATE" '$u > 3 * $r' >/dev/null || { echo "unshaped pod not over 3 times the rate"; return 1; }
+}
+check iperf3-shaped-pod-to-pod-b-near-10M shaped_rate
+log "iperf3 unshaped pod $D -> b: $(jq '.end.sum_sent.bits_per_second / 1e6 | floor' "$T/iperf-unshaped.json") Mbit/s"
+log "iperf3 shaped pod -> b: $(shaped_iperf_verdict "$T/iperf-shaped.json" "$SHAPE_RATE" "$SHAPE_BURST")"
+
+log "deleting the Deployment $SHAPED"
+check delete-shaped-deployment kc delete -f "$T/shaped.yaml" --wait=true --timeout=60s
+shaped_gone() {
+	local l
+	l=$(kc get pods -l "app=$SHAPED" -o name)
+	[ -z "$l" ] || { echo "pods left: $l"; return 1; }
+	l=$(ep pair list | jq -c --arg id "$SSB" '.[] | select(.owner.container_id == $id)')
+	[ -z "$l" ] || { echo "its pair left: $l"; return 1; }
+	l=$(ip -n "$NS" -4 route show "$IPS_/32")
+	[ -z "$l" ] || { echo "route to $IPS_ left: $l"; return 1; }
+	# Stopped (CNI DEL done), not removed: kubelet's GC removes it later.
+	l=$(cri pods -q --state ready --label "io.kubernetes.pod.name=$S")
+	[ -z "$l" ] || { echo "sandbox still ready: $l"; return 1; }
+}
+check shaped-pod-pair-route-gone-sandbox-stopped retry 30 shaped_gone
+IPS+=("$IPS_") # for the final leftover checks
 
 # ---------------------------------------------------------------- teardown
 
