@@ -70,7 +70,7 @@ demo: deps build
 # pair in the same run (TCP 1 and 4 streams, UDP packet rate and loss, ping
 # and request/response latency), CNI ADD/DEL latency against ptp, RSS and
 # idle CPU of 1000 pairs, and the Go benchmarks of the queue core; prints a
-# table and writes BENCHMARKS.md. About 8 minutes on 2 cores. Knobs: SECS,
+# table and writes BENCHMARKS.md. About 10 minutes on 2 cores (with the restart rows). Knobs: SECS,
 # REPS, PAIRS, IDLE_SECS, CNI_N, CNI_PAR, EPAIR_DAEMON_ARGS (see the script).
 # Not root: the Go benchmarks only.
 bench: build cni-plugins
