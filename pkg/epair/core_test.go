@@ -180,13 +180,17 @@ func TestArrivalsDuringFlushTakeOneMorePass(t *testing.T) {
 		p.A.SetUp(true)
 		p.B.SetUp(true)
 		q := &p.B.queues[0]
+		var smu sync.Mutex // states is appended by the flush, read here
 		var states []qstate
 		rb.onFrame = func(n int) {
 			// Runs inside the flush: the queue is RUNNING, so these
 			// frames only enqueue; the flush must not take them.
 			q.mu.Lock()
-			states = append(states, q.state)
+			st := q.state
 			q.mu.Unlock()
+			smu.Lock()
+			states = append(states, st)
+			smu.Unlock()
 			if n == 1 {
 				for i := 1; i <= 3; i++ {
 					p.A.Transmit(udpFrame(64, uint16(i), false))
@@ -203,12 +207,14 @@ func TestArrivalsDuringFlushTakeOneMorePass(t *testing.T) {
 				t.Fatalf("order %v", got)
 			}
 		}
+		waitState(t, q, idle) // the last onFrame has returned by then
+		smu.Lock()
+		defer smu.Unlock()
 		for _, s := range states {
 			if s != running {
 				t.Fatalf("state during delivery %v, want running", s)
 			}
 		}
-		waitState(t, q, idle)
 	})
 }
 
