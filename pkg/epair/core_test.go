@@ -616,3 +616,37 @@ func TestFlusherHearsOncePerFlush(t *testing.T) {
 		t.Fatalf("delivered %d flushed %d, want 3 and 3 (one flush per frame when each finds the queue idle)", d, f)
 	}
 }
+
+// benchOffOn times a 1514-byte frame through Transmit and the flush of a
+// direct, byte-bounded pair (fitted as the datapath fits it), once as is
+// (off) and once after on has set a mechanism up on the pair: the cost of
+// that mechanism, measured in the same run.
+func benchOffOn(b *testing.B, off, on string, setup func(p *Pair)) {
+	for _, name := range []string{off, on} {
+		b.Run(name, func(b *testing.B) {
+			c := New(Config{Policy: Direct})
+			defer c.Close()
+			p := c.NewPair(1500, nopSink{}, nopSink{})
+			p.A.SetUp(true)
+			p.B.SetUp(true)
+			if name == on {
+				setup(p)
+			}
+			tmpl := udpFrame(1514, 1, false)
+			buf := GetFrame()
+			b.ReportAllocs()
+			b.SetBytes(1514)
+			for i := 0; i < b.N; i++ {
+				copy(buf.Buf()[:VnetHdrLen+64], tmpl.Data)
+				f := buf.Fit(len(tmpl.Data))
+				if f == buf {
+					buf = GetFrame()
+				}
+				p.A.Transmit(f)
+			}
+			if s := p.A.Stats(); s.OPackets == 0 {
+				b.Fatalf("nothing passed: %+v", s)
+			}
+		})
+	}
+}

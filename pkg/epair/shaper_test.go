@@ -270,30 +270,8 @@ func TestCloseStopsShapedTimer(t *testing.T) {
 // flush, unshaped and through a bucket so large it never waits: what the
 // token bucket itself costs.
 func BenchmarkTransmitFlushShaped(b *testing.B) {
-	for _, shaped := range []bool{false, true} {
-		name := "unshaped"
-		if shaped {
-			name = "shaped"
-		}
-		b.Run(name, func(b *testing.B) {
-			c := New(Config{Policy: Direct})
-			defer c.Close()
-			p := c.NewPair(1500, nopSink{}, nopSink{})
-			p.A.SetUp(true)
-			p.B.SetUp(true)
-			if shaped {
-				s, _ := NewShaper(1<<62, 1<<62)
-				p.B.SetShaper(s)
-			}
-			tmpl := udpFrame(1514, 1, false)
-			b.ReportAllocs()
-			b.SetBytes(1514)
-			for i := 0; i < b.N; i++ {
-				f := GetFrame()
-				copy(f.Buf()[:VnetHdrLen+64], tmpl.Data)
-				f.Data = f.Buf()[:len(tmpl.Data)]
-				p.A.Transmit(fit(f))
-			}
-		})
-	}
+	benchOffOn(b, "unshaped", "shaped", func(p *Pair) {
+		s, _ := NewShaper(1<<62, 1<<62)
+		p.B.SetShaper(s)
+	})
 }

@@ -261,37 +261,7 @@ func FuzzSpoofFilterCheck(f *testing.F) {
 // BenchmarkTransmitSpoofFilter is BenchmarkTransmitFlush's direct, bounded
 // case with the filter off and on, for an honest IPv4 UDP frame.
 func BenchmarkTransmitSpoofFilter(b *testing.B) {
-	for _, on := range []bool{false, true} {
-		name := "off"
-		if on {
-			name = "on"
-		}
-		b.Run(name, func(b *testing.B) {
-			c := New(Config{Policy: Direct})
-			defer c.Close()
-			p := c.NewPair(1500, nopSink{}, nopSink{})
-			p.A.SetUp(true)
-			p.B.SetUp(true)
-			if on {
-				p.A.SetSpoofFilter(podFilter())
-			}
-			tmpl := udpFrame(1514, 1, false)
-			buf := GetFrame()
-			b.ReportAllocs()
-			b.SetBytes(1514)
-			for i := 0; i < b.N; i++ {
-				copy(buf.Buf()[:VnetHdrLen+64], tmpl.Data)
-				f := buf.Fit(len(tmpl.Data))
-				if f == buf {
-					buf = GetFrame()
-				}
-				p.A.Transmit(f)
-			}
-			if s := p.A.Stats(); s.OPackets == 0 {
-				b.Fatalf("nothing passed: %+v", s)
-			}
-		})
-	}
+	benchOffOn(b, "off", "on", func(p *Pair) { p.A.SetSpoofFilter(podFilter()) })
 }
 
 // BenchmarkSpoofFilterCheck is the filter alone, on the honest frames.
