@@ -265,20 +265,21 @@ func (e *End) QueueLen() int {
 // counted by reason.
 func (e *End) Transmit(f *Frame) error {
 	if err := e.check(f.Data); err != nil {
-		f.Release()
-		e.c.oerrors.Add(1)
+		r := DropDown
+		if err == ErrTooBig || err == ErrShort {
+			r = DropMTU
+		}
+		e.drop(f, r)
 		return err
 	}
 	if p := e.peer; !p.run.Load() || !p.up.Load() {
-		f.Release()
-		e.c.oerrors.Add(1)
+		e.drop(f, DropDown)
 		return nil
 	}
 	// One atomic load when anti-spoofing is off.
 	if sf := e.spoof.Load(); sf != nil {
 		if r := sf.Check(f.Data[VnetHdrLen:]); r != SpoofNone {
-			f.Release()
-			e.c.spoof[r].Add(1)
+			e.drop(f, dropForSpoof(r))
 			return nil
 		}
 	}
@@ -323,8 +324,11 @@ func (e *End) menq(f *Frame) {
 	q.mu.Unlock()
 
 	if full {
-		f.Release()
-		e.c.oqdrops.Add(1)
+		r := DropQueueFull
+		if dst.shaper.Load() != nil {
+			r = DropShaped
+		}
+		e.drop(f, r)
 	} else {
 		e.c.opackets.Add(1)
 		e.c.obytes.Add(n)

@@ -6,15 +6,17 @@ import "sync/atomic"
 // They are atomics because the sender's goroutine, the flushing goroutine and
 // readers of the statistics all touch them at once.
 type counters struct {
-	ipackets, ibytes, ierrors                   atomic.Uint64
-	opackets, obytes, omcasts, oerrors, oqdrops atomic.Uint64
-	// spoof counts the frames the anti-spoofing filter dropped, by
-	// SpoofReason (index 0, SpoofNone, is unused).
-	spoof [numSpoofReasons]atomic.Uint64
+	ipackets, ibytes, ierrors atomic.Uint64
+	opackets, obytes, omcasts atomic.Uint64
+	// drops counts the frames this End sent that the core dropped, by
+	// DropReason; OErrors and OQDrops are their sums.
+	drops [NumDropReasons]atomic.Uint64
 }
 
 // Stats is a snapshot of one End's counters, named after FreeBSD's
-// IFCOUNTER_* values.
+// IFCOUNTER_* values, with the drops by reason that make up OErrors and
+// OQDrops. Every frame an End's TAP handed over is in exactly one of
+// OPackets, OErrors, OQDrops and the Spoof counters.
 type Stats struct {
 	// IPackets and IBytes count frames queued towards this End (if_epair
 	// counts IPACKETS on the receiver when the frame is queued).
@@ -27,10 +29,18 @@ type Stats struct {
 	OPackets uint64 `json:"opackets"`
 	OBytes   uint64 `json:"obytes"`
 	OMcasts  uint64 `json:"omcasts"`
-	// OErrors counts frames dropped by the MTU rule or the link rule.
+	// OErrors counts frames dropped by the MTU rule or the link rule:
+	// DropMTU + DropDown.
 	OErrors uint64 `json:"oerrors"`
-	// OQDrops counts frames dropped because the peer's queue was full.
+	// OQDrops counts frames dropped because the peer's queue was full:
+	// DropQueueFull + DropShaped.
 	OQDrops uint64 `json:"oqdrops"`
+	// DropMTU, DropDown, DropQueueFull and DropShaped count drops by
+	// DropReason.
+	DropMTU       uint64 `json:"drop_mtu"`
+	DropDown      uint64 `json:"drop_down"`
+	DropQueueFull uint64 `json:"drop_queue_full"`
+	DropShaped    uint64 `json:"drop_shaped"`
 	// SpoofMAC, SpoofIP, SpoofARP, SpoofNDP and SpoofVLAN count frames
 	// this End sent that its anti-spoofing filter dropped, by reason (see
 	// SpoofReason). They are not in OErrors: the frame was well formed,
@@ -42,21 +52,56 @@ type Stats struct {
 	SpoofVLAN uint64 `json:"spoof_vlan"`
 }
 
+// Drop returns the count of drops for reason r.
+func (s *Stats) Drop(r DropReason) uint64 {
+	if p := s.dropField(r); p != nil {
+		return *p
+	}
+	return 0
+}
+
+func (s *Stats) dropField(r DropReason) *uint64 {
+	switch r {
+	case DropMTU:
+		return &s.DropMTU
+	case DropDown:
+		return &s.DropDown
+	case DropQueueFull:
+		return &s.DropQueueFull
+	case DropShaped:
+		return &s.DropShaped
+	case DropSpoofMAC:
+		return &s.SpoofMAC
+	case DropSpoofIP:
+		return &s.SpoofIP
+	case DropSpoofARP:
+		return &s.SpoofARP
+	case DropSpoofNDP:
+		return &s.SpoofNDP
+	case DropSpoofVLAN:
+		return &s.SpoofVLAN
+	}
+	return nil
+}
+
+// Spoofed returns the frames the anti-spoofing filter dropped, all reasons.
+func (s *Stats) Spoofed() uint64 {
+	return s.SpoofMAC + s.SpoofIP + s.SpoofARP + s.SpoofNDP + s.SpoofVLAN
+}
+
 func (c *counters) snapshot() Stats {
-	return Stats{
+	s := Stats{
 		IPackets: c.ipackets.Load(),
 		IBytes:   c.ibytes.Load(),
 		IErrors:  c.ierrors.Load(),
 		OPackets: c.opackets.Load(),
 		OBytes:   c.obytes.Load(),
 		OMcasts:  c.omcasts.Load(),
-		OErrors:  c.oerrors.Load(),
-		OQDrops:  c.oqdrops.Load(),
-
-		SpoofMAC:  c.spoof[SpoofMAC].Load(),
-		SpoofIP:   c.spoof[SpoofIP].Load(),
-		SpoofARP:  c.spoof[SpoofARP].Load(),
-		SpoofNDP:  c.spoof[SpoofNDP].Load(),
-		SpoofVLAN: c.spoof[SpoofVLAN].Load(),
 	}
+	for r := DropReason(0); r < NumDropReasons; r++ {
+		*s.dropField(r) = c.drops[r].Load()
+	}
+	s.OErrors = s.DropMTU + s.DropDown
+	s.OQDrops = s.DropQueueFull + s.DropShaped
+	return s
 }
