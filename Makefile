@@ -63,8 +63,14 @@ fuzz:
 	$(GO) test ./pkg/cni $(FUZZFLAGS) -fuzz '^FuzzLoadConf$$'
 	$(GO) test ./pkg/state $(FUZZFLAGS) -fuzz '^FuzzStateLoad$$'
 
-demo: deps build
-	hack/demo.sh $(BIN)
+# cnitool at the libcni version epair builds with: it calls plugins as
+# containerd does, and is what operators use to try a CNI plugin by hand.
+CNI_VERSION = $(shell $(GO) list -m -f '{{.Version}}' github.com/containernetworking/cni)
+bin/tools/cnitool: go.mod
+	GOBIN=$(CURDIR)/bin/tools $(GO) install github.com/containernetworking/cni/cnitool@$(CNI_VERSION)
+
+demo: deps build cni-plugins bin/tools/cnitool
+	hack/demo.sh $(BIN) bin/cni bin/tools/cnitool
 
 # The benchmark (hack/bench/run.sh, as root): epair against a kernel veth
 # pair in the same run (TCP 1 and 4 streams, UDP packet rate and loss, ping
