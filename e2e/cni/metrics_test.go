@@ -16,7 +16,7 @@ import (
 	"github.com/epair-cni/epair/pkg/api"
 )
 
-// podRuntimeConf is an attachment of pod as kubelet's runtime makes it:
+// addPod ADDs pod to network list as kubelet's runtime does, with
 // K8S_POD_* in CNI_ARGS.
 func (e *env) addPod(t *testing.T, list string, pod ns.NetNS, namespace, name string) *attachment {
 	t.Helper()
@@ -178,4 +178,3 @@ func TestPodIdentityThroughCLI(t *testing.T) {
 		t.Error("stats of an unknown pod succeeded")
 	}
 }
-
