@@ -78,6 +78,7 @@ func TestMetricsThroughPrometheus(t *testing.T) {
 		return one(s) && s[0].Value >= bytesBefore+float64(n*frame)
 	})[0].Value
 	recvAfter := prom.WaitFor(t, recv, 15*time.Second, func(s []harness.Sample) bool { return one(s) && s[0].Value >= recvBefore+n })[0].Value
+	t.Logf("query %s: %+v", sent, after)
 	t.Logf("pod shop/client-7d4b9 sent %v frames, %v bytes for %d pings of %d bytes; shop/server-0 received %v",
 		after.Value-before.Value, bytesAfter-bytesBefore, n, frame, recvAfter-recvBefore)
 
@@ -131,6 +132,11 @@ func checkExposition(t *testing.T, n ns.NetNS, addr string) {
 	cmd.Stdin = strings.NewReader(string(body))
 	if out, err := cmd.CombinedOutput(); err != nil || len(out) != 0 {
 		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+	for _, l := range strings.Split(string(body), "\n") {
+		if strings.Contains(l, `pod_name="client-7d4b9"`) && strings.Contains(l, `end="a"`) && !strings.Contains(l, "drops") {
+			t.Logf("exposition: %s", l)
+		}
 	}
 	for _, want := range []string{`pod_name="client-7d4b9"`, `reason="drop_mtu"`, "epair_daemon_starts_total 1", "epair_restore_duration_seconds "} {
 		if !strings.Contains(string(body), want) {
