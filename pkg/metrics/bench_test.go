@@ -5,8 +5,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/epair-cni/epair/pkg/epair"
 )
 
 // BenchmarkTransmitWhileScraped: a 1514-byte frame through a real Core's
@@ -18,7 +16,7 @@ import (
 func BenchmarkTransmitWhileScraped(b *testing.B) {
 	for _, scraped := range []bool{false, true} {
 		b.Run(map[bool]string{false: "off", true: "on"}[scraped], func(b *testing.B) {
-			p, _ := benchPair(b)
+			p, _ := corePair(b)
 			if scraped {
 				defer scrapeEvery(b, New(&fakeSource{pairs: []Pair{webPair(p)}}), 10*time.Millisecond)()
 			}
@@ -38,7 +36,7 @@ func BenchmarkScrape(b *testing.B) {
 		b.Run(fmt.Sprintf("pairs=%d", n), func(b *testing.B) {
 			src := &fakeSource{}
 			for u := 0; u < n; u++ {
-				p, _ := benchPair(b)
+				p, _ := corePair(b)
 				mp := webPair(p)
 				mp.Unit = u
 				src.pairs = append(src.pairs, mp)
@@ -52,17 +50,6 @@ func BenchmarkScrape(b *testing.B) {
 			}
 		})
 	}
-}
-
-// benchPair is corePair for a benchmark: a direct, byte-bounded Core.
-func benchPair(b *testing.B) (*epair.Pair, *countingSink) {
-	c := epair.New(epair.Config{Queues: 1, Policy: epair.Direct})
-	b.Cleanup(c.Close)
-	sb := &countingSink{}
-	p := c.NewPair(1500, &countingSink{}, sb)
-	p.A.SetUp(true)
-	p.B.SetUp(true)
-	return p, sb
 }
 
 // scrapeEvery gathers m every d until the returned stop is called.

@@ -2,7 +2,6 @@ package metrics
 
 import (
 	"bytes"
-	"encoding/binary"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -44,32 +43,25 @@ func (f *fakeSource) set(ps ...Pair) {
 	f.mu.Unlock()
 }
 
-// udp builds a vnet header + Ethernet + IPv4 + UDP frame of ethLen bytes to
-// dst (a unicast MAC unless bcast).
+// udp is a frame of ethLen bytes after its vnet header, to a unicast MAC
+// or, with bcast, the broadcast one (OMCASTS); the core needs no more of it.
 func udp(ethLen int, bcast bool) *epair.Frame {
 	f := epair.GetFrame()
 	f.Data = f.Buf()[:epair.VnetHdrLen+ethLen]
 	clear(f.Data)
-	eth := f.Data[epair.VnetHdrLen:]
-	copy(eth[0:6], []byte{0x02, 0, 0, 0, 0, 0x0b})
+	dst := []byte{0x02, 0, 0, 0, 0, 0x0b}
 	if bcast {
-		copy(eth[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+		dst = []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 	}
-	copy(eth[6:12], []byte{0x02, 0, 0, 0, 0, 0x0a})
-	binary.BigEndian.PutUint16(eth[12:], 0x0800)
-	ip := eth[14:]
-	ip[0] = 0x45
-	binary.BigEndian.PutUint16(ip[2:], uint16(ethLen-14))
-	ip[8], ip[9] = 64, 17
-	copy(ip[12:16], []byte{10, 0, 0, 1})
-	copy(ip[16:20], []byte{10, 0, 0, 2})
+	copy(f.Data[epair.VnetHdrLen:], dst)
 	return f
 }
 
-// corePair is a real Core's pair between two counting sinks, both ends up.
-func corePair(t *testing.T) (*epair.Pair, *countingSink) {
+// corePair is a real Core's pair (direct dispatch, byte-bounded queues)
+// between two counting sinks, both ends up.
+func corePair(t testing.TB) (*epair.Pair, *countingSink) {
 	t.Helper()
-	c := epair.New(epair.Config{Queues: 1})
+	c := epair.New(epair.Config{Queues: 1, Policy: epair.Direct})
 	t.Cleanup(c.Close)
 	sb := &countingSink{}
 	p := c.NewPair(1500, &countingSink{}, sb)
