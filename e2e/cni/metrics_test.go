@@ -119,15 +119,7 @@ func newEnvIn(t *testing.T, host ns.NetNS, daemonArgs ...string) *env {
 // it must pass without a complaint.
 func checkExposition(t *testing.T, n ns.NetNS, addr string) {
 	t.Helper()
-	resp, err := harness.HTTPClientIn(n).Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("GET /metrics: %d %v", resp.StatusCode, err)
-	}
+	body := []byte(getMetrics(t, n, addr))
 	cmd := exec.Command("promtool", "check", "metrics")
 	cmd.Stdin = strings.NewReader(string(body))
 	if out, err := cmd.CombinedOutput(); err != nil || len(out) != 0 {
@@ -183,4 +175,76 @@ func TestPodIdentityThroughCLI(t *testing.T) {
 	if _, err := e.d.Client.Stats(context.Background(), "shop/nope"); err == nil {
 		t.Error("stats of an unknown pod succeeded")
 	}
+}
+
+// TestMetricsAcrossRestart: a daemon killed with SIGKILL and started again
+// on the same state and --metrics-addr serves its metrics again (the port
+// is retried while the dead one's socket closes), counts the second start
+// and says how long its restore took.
+func TestMetricsAcrossRestart(t *testing.T) {
+	harness.RequireRoot(t)
+	host := track(t, harness.NewNS(t))
+	maddr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t, host))
+	e := newEnvIn(t, host, "--metrics-addr", maddr)
+	e.addPod(t, "restartnet", e.pod(t), "shop", "web-0")
+	e.d.Kill()
+	e.d.Start()
+	body := getMetrics(t, host, maddr)
+	for _, want := range []string{"\nepair_daemon_starts_total 2\n", "\nepair_restore_duration_seconds ", `pod_name="web-0"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("after the restart the exposition has no %q", want)
+		}
+	}
+}
+
+// TestMetricsAddrRefused: a taken port or a malformed --metrics-addr stops
+// the daemon at start, saying why (exit 1 and 2), before it serves anything.
+func TestMetricsAddrRefused(t *testing.T) {
+	harness.RequireRoot(t)
+	host := track(t, harness.NewNS(t))
+	port := harness.FreePort(t, host)
+	// Another program's listener on the port, in the namespace made here.
+	holder := exec.Command("nsenter", "--net="+host.Path(), "--", "python3", "-c",
+		fmt.Sprintf("import socket,time; s=socket.socket(); s.bind(('127.0.0.1',%d)); s.listen(); print('up', flush=True); time.sleep(60)", port))
+	out, err := holder.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
+	if _, err := io.ReadFull(out, make([]byte, 3)); err != nil {
+		t.Fatalf("the port holder did not start: %v", err)
+	}
+	for addr, want := range map[string]struct {
+		code int
+		msg  string
+	}{
+		fmt.Sprintf("127.0.0.1:%d", port): {1, "is in use"},
+		"localhost:9808":                  {2, "is not an IP address"},
+	} {
+		dir := t.TempDir()
+		cmd := exec.Command("nsenter", "--net="+host.Path(), "--", harness.Binary(t), "daemon",
+			"--socket", dir+"/epair.sock", "--state-dir", dir+"/state", "--metrics-addr", addr)
+		b, err := cmd.CombinedOutput()
+		if code := cmd.ProcessState.ExitCode(); code != want.code || !strings.Contains(string(b), want.msg) {
+			t.Errorf("--metrics-addr %s: exit %d (%v), want %d saying %q:\n%s", addr, code, err, want.code, want.msg, b)
+		}
+	}
+}
+
+// getMetrics reads the exposition at addr in n.
+func getMetrics(t *testing.T, n ns.NetNS, addr string) string {
+	t.Helper()
+	resp, err := harness.HTTPClientIn(n).Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET /metrics: %d %v", resp.StatusCode, err)
+	}
+	return string(body)
 }
