@@ -65,6 +65,12 @@ var ids atomic.Int64
 
 func newEnv(t *testing.T, pl placement, ipv6 bool) *env {
 	t.Helper()
+	return newEnvDaemon(t, pl, ipv6)
+}
+
+// newEnvDaemon is newEnv with daemonArgs for `epair daemon`.
+func newEnvDaemon(t *testing.T, pl placement, ipv6 bool, daemonArgs ...string) *env {
+	t.Helper()
 	harness.RequireRoot(t)
 	e := &env{ipv6: ipv6, dataDir: t.TempDir()}
 	e.host = e.newNS(t)
@@ -72,7 +78,7 @@ func newEnv(t *testing.T, pl placement, ipv6 bool) *env {
 	if pl.apart {
 		e.daemonNS = e.newNS(t)
 	}
-	e.d = harness.StartDaemonIn(t, e.daemonNS)
+	e.d = harness.StartDaemonIn(t, e.daemonNS, daemonArgs...)
 	e.cni = harness.NewCNI(t, e.host)
 	return e
 }

@@ -734,6 +734,14 @@ for i in "${!PODS[@]}"; do
 	check "node-to-pod-${i}-tcp" hello node "${IPS[i]}" 8080 "${PODS[i]}"
 done
 
+# The agent's Prometheus metrics, on the node's address (hostNetwork,
+# --metrics-addr=:9808 as shipped): the pods' counters, labelled by pod.
+agent_metrics_name_pod() { # POD: a series of its a end, by pod name and namespace
+	innode timeout 5 bash -c "exec 3<>/dev/tcp/$NODE_IP/9808 && printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3 && cat <&3" |
+		has "^epair_transmit_packets_total\{.*end=\"a\".*pod_name=\"$1\",pod_namespace=\"default\"\} [1-9]"
+}
+check agent-metrics-name-the-pod retry 10 agent_metrics_name_pod "$A"
+
 # One pod deleted: kubelet tears down its network alone (CNI DEL) while the
 # others run; the ReplicaSet's replacement gets a new pair and address.
 log "deleting pod $A; its replacement"

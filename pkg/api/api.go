@@ -109,6 +109,17 @@ type Owner struct {
 	// IPs are the pod's addresses (CIDR), kept so that DEL and GC can undo
 	// host-side rules even when the pod's namespace is already gone.
 	IPs []string `json:"ips,omitempty"`
+	// Pod is the Kubernetes pod of the attachment, from CNI_ARGS; nil when
+	// the runtime passed none (cnitool, a pair made by hand).
+	Pod *Pod `json:"pod,omitempty"`
+}
+
+// PodName returns the owner's pod as namespace/name, "" when there is none.
+func (o *Owner) PodName() string {
+	if o == nil || o.Pod == nil {
+		return ""
+	}
+	return o.Pod.String()
 }
 
 // Matches reports whether the owner is the attachment (containerID, ifName)
@@ -132,7 +143,10 @@ type End struct {
 
 // Pair describes a pair as the daemon knows it.
 type Pair struct {
-	Unit   int    `json:"unit"`
+	Unit int `json:"unit"`
+	// Pod is the owner's pod as namespace/name (Owner.Pod in full), for
+	// people reading `epair pair list`; empty when there is none.
+	Pod    string `json:"pod,omitempty"`
 	A      End    `json:"a"`
 	B      End    `json:"b"`
 	MTU    int    `json:"mtu"`
@@ -156,9 +170,11 @@ type EndStats struct {
 
 // Stats are a pair's counters.
 type Stats struct {
-	Unit int      `json:"unit"`
-	A    EndStats `json:"a"`
-	B    EndStats `json:"b"`
+	Unit int `json:"unit"`
+	// Pod is the owner's pod as namespace/name, empty when there is none.
+	Pod string   `json:"pod,omitempty"`
+	A   EndStats `json:"a"`
+	B   EndStats `json:"b"`
 }
 
 // Status answers GET /v1/status.

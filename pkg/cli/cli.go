@@ -21,6 +21,7 @@ import (
 	"github.com/epair-cni/epair/pkg/daemon"
 	"github.com/epair-cni/epair/pkg/datapath"
 	"github.com/epair-cni/epair/pkg/epair"
+	"github.com/epair-cni/epair/pkg/metrics"
 	"github.com/epair-cni/epair/pkg/state"
 )
 
@@ -29,11 +30,15 @@ const usage = `usage: epair COMMAND [flags]
 commands:
   daemon     run the node agent (owns the TAPs, runs the datapath)
   pair add   --a-netns PATH [--b-netns PATH] [--a-name NAME] [--mtu N] [--unit N] [--queues N]
-  pair del   NAME|UNIT
+  pair del   PAIR
   pair list
-  pair show  NAME|UNIT
-  stats      NAME|UNIT
+  pair show  PAIR
+  stats      PAIR
   version
+
+PAIR is a unit number, an end's name (epair3b, eth0), or the pod of the
+pair as namespace/name or name (one that several pairs answer to is an
+error listing them).
 
 Every command that talks to the daemon takes --socket PATH (default ` + api.DefaultSocket + `).
 `
@@ -123,12 +128,18 @@ func runDaemon(args []string) error {
 	peerPoll := fs.Bool("peer-poll", true, "after writing into a TAP, read its answer at once")
 	busyPoll := fs.Duration("busy-poll", 0, "keep polling a queue this long after its last frame (0: sleep at once)")
 	lockWait := fs.Duration("lock-wait", state.DefaultLockWait, "how long to wait for the state dir's lock (a daemon killed just now holds it a moment)")
+	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics at http://HOST:PORT/metrics (HOST an IP address, empty for all); default off")
 	kf := kubeFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *lockWait < 0 {
 		return fmt.Errorf("%w: --lock-wait must not be negative", errUsage)
+	}
+	if *metricsAddr != "" {
+		if err := metrics.CheckAddr(*metricsAddr); err != nil {
+			return fmt.Errorf("%w: --metrics-addr: %w", errUsage, err)
+		}
 	}
 	pol, err := epair.ParsePolicy(*policy)
 	if err != nil {
@@ -151,7 +162,7 @@ func runDaemon(args []string) error {
 		return fmt.Errorf("%w: --log-level: %w", errUsage, err)
 	}
 	opts := daemon.Options{
-		Socket: *sock, StateDir: *stateDir, LockWait: *lockWait,
+		Socket: *sock, StateDir: *stateDir, LockWait: *lockWait, MetricsAddr: *metricsAddr,
 		Core:     epair.Config{Queues: *queues, QueueLen: *qlen, QueueBytes: *qbytes, MaxQueuedBytes: *maxBytes, Policy: pol},
 		Datapath: datapath.Options{PeerPoll: *peerPoll, BusyPoll: *busyPoll},
 	}
@@ -241,7 +252,7 @@ func runGet(args []string, stdout io.Writer, fn func(context.Context, *client.Cl
 	// Flags may also follow the pair: `epair stats epair0b --socket S`.
 	rest := fs.Args()
 	if len(rest) == 0 {
-		return fmt.Errorf("%w: give one pair, by end name or unit number", errUsage)
+		return fmt.Errorf("%w: give one pair, by unit number, end name or pod", errUsage)
 	}
 	id := rest[0]
 	if err := parse(fs, rest[1:]); err != nil {

@@ -171,6 +171,12 @@ func (c *Client) Stats(ctx context.Context, id string) (*api.Stats, error) {
 	return &s, c.do(ctx, http.MethodGet, "/v1/pairs/"+url.PathEscape(id)+"/stats", nil, &s)
 }
 
+// ReportCNIResult tells the daemon how a CNI command ended (its metrics
+// count them).
+func (c *Client) ReportCNIResult(ctx context.Context, r api.CNIResult) error {
+	return c.do(ctx, http.MethodPost, "/v1/cni/results", r, nil)
+}
+
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {

@@ -34,6 +34,10 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return err
 	}
+	pod, err := podFor(args)
+	if err != nil {
+		return err
+	}
 	ctx, cancel := newContext()
 	defer cancel()
 	c := client.New(conf.Socket)
@@ -56,7 +60,7 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 
 	req := &api.CreateRequest{
 		ANetns: args.Netns, AName: args.IfName, AMAC: mac, MTU: conf.MTU,
-		Owner: &api.Owner{ContainerID: args.ContainerID, IfName: args.IfName, Network: conf.Name, IPs: ipStrings(res.IPs)},
+		Owner: &api.Owner{ContainerID: args.ContainerID, IfName: args.IfName, Network: conf.Name, IPs: ipStrings(res.IPs), Pod: pod},
 	}
 	spoof := conf.antiSpoofing()
 	req.AntiSpoofing = &spoof

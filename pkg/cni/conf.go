@@ -99,10 +99,51 @@ func (c *NetConf) bandwidthKeys() *api.Bandwidth {
 // antiSpoofing returns the antiSpoofing key, true when unset.
 func (c *NetConf) antiSpoofing() bool { return c.AntiSpoofing == nil || *c.AntiSpoofing }
 
-// envArgs are the CNI_ARGS epair understands.
+// envArgs are the CNI_ARGS epair understands: a MAC (as the bridge
+// plugin), and the pod kubelet passes through the runtime. types.LoadArgs
+// finds a key's field by its name, hence the names.
 type envArgs struct {
 	types.CommonArgs
-	MAC types.UnmarshallableString `json:"mac,omitempty"`
+	MAC                        types.UnmarshallableString `json:"mac,omitempty"`
+	K8S_POD_NAMESPACE          types.UnmarshallableString
+	K8S_POD_NAME               types.UnmarshallableString
+	K8S_POD_UID                types.UnmarshallableString
+	K8S_POD_INFRA_CONTAINER_ID types.UnmarshallableString
+}
+
+// loadArgs parses CNI_ARGS; a malformed one, or a key epair does not know
+// without IgnoreUnknown=1 (which kubelet always sends), is code 4, as in
+// the reference plugins (types.LoadArgs).
+func loadArgs(args *skel.CmdArgs) (*envArgs, error) {
+	e := &envArgs{}
+	if err := types.LoadArgs(args.Args, e); err != nil {
+		return nil, types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_ARGS: "+err.Error(), "")
+	}
+	return e, nil
+}
+
+// podFor returns the pod of CNI_ARGS' K8S_POD_* keys, nil when none is
+// given. The keys name the pod in `epair pair list`, `epair stats POD` and
+// the metrics' labels; values that break Kubernetes' name rules (or a
+// namespace without a name, or the reverse) are code 4, with nothing done:
+// they come from a caller that is not kubelet, and a pod recorded under a
+// wrong name would be worse than an ADD that says why it failed.
+func podFor(args *skel.CmdArgs) (*api.Pod, error) {
+	e, err := loadArgs(args)
+	if err != nil {
+		return nil, err
+	}
+	p := &api.Pod{
+		Namespace: string(e.K8S_POD_NAMESPACE), Name: string(e.K8S_POD_NAME),
+		UID: string(e.K8S_POD_UID), InfraContainerID: string(e.K8S_POD_INFRA_CONTAINER_ID),
+	}
+	if *p == (api.Pod{}) {
+		return nil, nil
+	}
+	if err := p.Validate(); err != nil {
+		return nil, types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_ARGS: "+err.Error(), "")
+	}
+	return p, nil
 }
 
 func invalidConf(format string, a ...any) *types.Error {
@@ -195,12 +236,12 @@ func checkEnv(args *skel.CmdArgs, needNetns bool) error {
 // macFor returns the MAC asked for through runtimeConfig or CNI_ARGS, which
 // must be one an Ethernet interface can have (code 7 otherwise).
 func macFor(c *NetConf, args *skel.CmdArgs) (string, error) {
+	e, err := loadArgs(args)
+	if err != nil {
+		return "", err
+	}
 	mac, from := c.RuntimeConfig.MAC, "runtimeConfig.mac"
 	if mac == "" {
-		e := envArgs{}
-		if err := types.LoadArgs(args.Args, &e); err != nil {
-			return "", types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_ARGS: "+err.Error(), "")
-		}
 		mac, from = string(e.MAC), "CNI_ARGS MAC"
 	}
 	if mac == "" {

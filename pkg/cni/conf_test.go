@@ -175,3 +175,33 @@ func TestBandwidthRateNeedsBurst(t *testing.T) {
 		}
 	}
 }
+
+// TestPodFromArgs: the K8S_POD_* keys kubelet sends make the pod; none
+// makes none; a value that breaks Kubernetes' name rules, or a namespace
+// without a name, is code 4.
+func TestPodFromArgs(t *testing.T) {
+	kubelet := "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;K8S_POD_INFRA_CONTAINER_ID=" +
+		strings.Repeat("ab", 32) + ";K8S_POD_UID=0c8f5e1c-5b8e-4d0e-9a0e-3f1f0b0a0c0d"
+	p, err := podFor(&skel.CmdArgs{Args: kubelet})
+	if err != nil || p == nil || p.String() != "default/web-0" || p.UID != "0c8f5e1c-5b8e-4d0e-9a0e-3f1f0b0a0c0d" || len(p.InfraContainerID) != 64 {
+		t.Fatalf("kubelet's CNI_ARGS: %+v, %v", p, err)
+	}
+	for _, a := range []string{"", "IgnoreUnknown=1;FOO=bar", "MAC=02:00:00:00:00:02"} {
+		if p, err := podFor(&skel.CmdArgs{Args: a}); err != nil || p != nil {
+			t.Errorf("%q: pod %+v, %v; want none", a, p, err)
+		}
+	}
+	for _, a := range []string{
+		"K8S_POD_NAMESPACE=default",
+		"K8S_POD_NAME=web-0",
+		"K8S_POD_NAMESPACE=Default;K8S_POD_NAME=web-0",
+		"K8S_POD_NAMESPACE=default;K8S_POD_NAME=web_0",
+		"K8S_POD_NAMESPACE=default;K8S_POD_NAME=" + strings.Repeat("a", 254),
+		"K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;K8S_POD_UID=a b",
+		"K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;FOO=1",
+	} {
+		if _, err := podFor(&skel.CmdArgs{Args: a}); code(err) != types.ErrInvalidEnvironmentVariables {
+			t.Errorf("%q: %v, want code 4", a, err)
+		}
+	}
+}

@@ -23,8 +23,46 @@ const timeout = 60 * time.Second
 // Main runs the plugin; the binary calls it when CNI_COMMAND is set.
 func Main(about string) {
 	skel.PluginMainFuncs(skel.CNIFuncs{
-		Add: cmdAdd, Del: cmdDel, Check: cmdCheck, GC: cmdGC, Status: cmdStatus,
+		Add: reported("ADD", cmdAdd), Del: reported("DEL", cmdDel), Check: reported("CHECK", cmdCheck),
+		GC: cmdGC, Status: cmdStatus,
 	}, Versions, about)
+}
+
+// reportTimeout bounds the report of a command's result: the runtime is
+// waiting for the plugin, and the result is already decided.
+const reportTimeout = 2 * time.Second
+
+// reported runs cmd and then tells the daemon how it ended (its code, 0
+// for success), so that epair_cni_commands_total counts what the runtime
+// saw, failures after the daemon's part included (IPAM, host and pod
+// setup). The report is best effort and changes nothing of the result:
+// when the daemon cannot be reached (code 11, among others) it is not
+// counted, and a config that does not parse names no daemon to tell.
+func reported(command string, cmd func(*skel.CmdArgs) error) func(*skel.CmdArgs) error {
+	return func(args *skel.CmdArgs) error {
+		err := cmd(args)
+		conf, cerr := loadConf(args.StdinData)
+		if cerr != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), reportTimeout)
+		defer cancel()
+		client.New(conf.Socket).ReportCNIResult(ctx, api.CNIResult{Command: command, Code: codeOf(err)})
+		return err
+	}
+}
+
+// codeOf is the CNI error code the runtime sees for err: skel passes a
+// *types.Error on and makes anything else 999.
+func codeOf(err error) uint {
+	var te *types.Error
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &te):
+		return te.Code
+	}
+	return types.ErrInternal
 }
 
 func newContext() (context.Context, context.CancelFunc) {

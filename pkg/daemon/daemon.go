@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"path/filepath"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/epair-cni/epair/pkg/api"
 	"github.com/epair-cni/epair/pkg/datapath"
 	"github.com/epair-cni/epair/pkg/epair"
+	"github.com/epair-cni/epair/pkg/metrics"
 	"github.com/epair-cni/epair/pkg/state"
 )
 
@@ -28,6 +30,9 @@ type Options struct {
 	// Ready, when set, is called once the socket serves (the Kubernetes
 	// agent's readiness waits for it).
 	Ready func()
+	// MetricsAddr, when set, is the HOST:PORT where GET /metrics serves
+	// the Prometheus metrics (metrics.CheckAddr); empty serves none.
+	MetricsAddr string
 }
 
 // Daemon is a running node agent.
@@ -36,6 +41,7 @@ type Daemon struct {
 	core  *epair.Core
 	store *state.Store
 	m     *Manager
+	mx    *metrics.Metrics
 }
 
 // Run starts the daemon and serves until ctx is done. On the way out it
@@ -52,6 +58,15 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	defer store.Close()
+	// The metrics port is taken before any pair is touched, and after the
+	// lock, so that a daemon killed just now has let go of both.
+	var ml net.Listener
+	if opts.MetricsAddr != "" {
+		if ml, err = metrics.Listen(opts.MetricsAddr); err != nil {
+			return err
+		}
+		defer ml.Close()
+	}
 	core := epair.New(opts.Core)
 	defer core.Close()
 	// Callers' namespaces are pinned beside the socket: a root-only
@@ -62,7 +77,12 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("load state: %w", err)
 	}
 	defer m.Close()
-	d := &Daemon{opts: opts, core: core, store: store, m: m}
+	d := &Daemon{opts: opts, core: core, store: store, m: m, mx: metrics.New(m)}
+	if ml != nil {
+		ms := metrics.Serve(ml, d.mx)
+		defer ms.Shutdown(context.Background())
+		slog.Info("serving metrics", "addr", ml.Addr().String())
+	}
 
 	l, err := listen(opts.Socket)
 	if err != nil {

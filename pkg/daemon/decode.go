@@ -21,44 +21,62 @@ const jsonSpace = " \t\r\n"
 // belongs, and an object followed by anything (a decoder stops after the
 // first value), so `{…} garbage` or `{…}{…}` made pairs.
 func decodeCreate(r io.Reader) (*api.CreateRequest, error) {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return nil, fmt.Errorf("read body: %w", err)
-	}
-	body := bytes.TrimLeft(b, jsonSpace)
-	if len(body) == 0 {
-		return nil, errors.New("empty body: want one JSON object")
-	}
-	if body[0] != '{' {
-		return nil, fmt.Errorf("body is not a JSON object (it begins with %q): want one JSON object", body[0])
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
 	var req api.CreateRequest
-	if err := dec.Decode(&req); err != nil {
+	if err := decodeObject(r, &req); err != nil {
 		return nil, err
-	}
-	end := dec.InputOffset()
-	if rest := bytes.TrimLeft(body[end:], jsonSpace); len(rest) > 0 {
-		return nil, fmt.Errorf("data after the JSON object (at byte %d): want exactly one object", int64(len(b)-len(body))+end)
 	}
 	return &req, nil
 }
 
-// readCreate decodes the body of POST /v1/pairs, bounded to MaxBodyBytes,
-// or answers the client itself (400, or 413 for a body too large) and
-// returns nil.
+// decodeObject reads exactly one JSON object into v, as decodeCreate.
+func decodeObject(r io.Reader, v any) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return fmt.Errorf("read body: %w", err)
+	}
+	body := bytes.TrimLeft(b, jsonSpace)
+	if len(body) == 0 {
+		return errors.New("empty body: want one JSON object")
+	}
+	if body[0] != '{' {
+		return fmt.Errorf("body is not a JSON object (it begins with %q): want one JSON object", body[0])
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	end := dec.InputOffset()
+	if rest := bytes.TrimLeft(body[end:], jsonSpace); len(rest) > 0 {
+		return fmt.Errorf("data after the JSON object (at byte %d): want exactly one object", int64(len(b)-len(body))+end)
+	}
+	return nil
+}
+
+// readCreate decodes the body of POST /v1/pairs (readJSON), or answers
+// the client itself and returns nil.
 func readCreate(w http.ResponseWriter, r *http.Request) *api.CreateRequest {
-	req, err := decodeCreate(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	var req api.CreateRequest
+	if !readJSON(w, r, &req) {
+		return nil
+	}
+	return &req
+}
+
+// readJSON decodes a request body, bounded to MaxBodyBytes, into v
+// (decodeObject), or answers the client itself (400, or 413 for a body too
+// large) and returns false.
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	err := decodeObject(http.MaxBytesReader(w, r.Body, MaxBodyBytes), v)
 	var tooLarge *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooLarge):
 		reply(w, http.StatusRequestEntityTooLarge,
 			api.Error{Error: fmt.Sprintf("request body larger than %d bytes (1 MiB)", tooLarge.Limit)})
-		return nil
+		return false
 	case err != nil:
 		reply(w, http.StatusBadRequest, api.Error{Error: "malformed request: " + err.Error()})
-		return nil
+		return false
 	}
-	return req
+	return true
 }

@@ -10,7 +10,9 @@ import (
 	"net"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/epair-cni/epair/pkg/api"
@@ -59,6 +61,9 @@ type Manager struct {
 	unfollowed      map[int]*datapath.Link
 	settled         bool
 	closed          bool
+	// restoreTook is how long the restore took to re-attach every pair,
+	// in nanoseconds; -1 while it runs (for the metrics).
+	restoreTook atomic.Int64
 }
 
 // NewManager loads the state, finishes the changes a crash interrupted and
@@ -87,6 +92,7 @@ func NewManager(store *state.Store, core *epair.Core, hostID uint64, dp datapath
 		attached:   make(chan struct{}),
 		unfollowed: map[int]*datapath.Link{},
 	}
+	m.countStart()
 	m.restore()
 	return m, nil
 }
@@ -181,6 +187,11 @@ func (m *Manager) validate(r *api.CreateRequest) error {
 	if r.Owner != nil {
 		if _, err := ownerAddrs(r.Owner); err != nil {
 			return fmt.Errorf("%w: %w", errInvalid, err)
+		}
+		if pod := r.Owner.Pod; pod != nil {
+			if err := pod.Validate(); err != nil {
+				return fmt.Errorf("%w: owner pod: %w", errInvalid, err)
+			}
 		}
 	}
 	if r.Bandwidth != nil {
@@ -404,7 +415,7 @@ func (m *Manager) Stats(id string) (*api.Stats, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &api.Stats{Unit: p.Unit, A: api.EndStats{Name: p.A.Name}, B: api.EndStats{Name: p.B.Name}}
+	s := &api.Stats{Unit: p.Unit, Pod: p.Owner.PodName(), A: api.EndStats{Name: p.A.Name}, B: api.EndStats{Name: p.B.Name}}
 	if l := m.links[p.Unit]; l != nil {
 		s.A.Stats, s.B.Stats = l.Pair.A.Stats(), l.Pair.B.Stats()
 	}
@@ -432,8 +443,12 @@ func (m *Manager) Close() {
 	}
 }
 
-// find resolves a unit number or the name of either end. The host (b) name
-// is unique; an a name may repeat across pods (eth0), so it must be.
+// find resolves what a caller names a pair by, for every verb: a unit
+// number, the name of either end, or the pod of its owner, as
+// namespace/name or as a name alone (so every verb, present and future,
+// takes a pod). The host (b) name is unique; an a name (eth0) and a pod's
+// name may repeat: one that several pairs answer to is an error listing
+// them, never a guess.
 func (m *Manager) find(id string) (*state.Pair, error) {
 	if u, err := strconv.Atoi(id); err == nil {
 		if p := m.st.Pairs[u]; p != nil {
@@ -446,22 +461,46 @@ func (m *Manager) find(id string) (*state.Pair, error) {
 		if p.B.Name == id {
 			return p, nil
 		}
-		if p.A.Name == id {
+		if p.A.Name == id || podIs(p.Owner, id) {
 			found = append(found, p)
 		}
 	}
 	switch len(found) {
 	case 0:
-		return nil, fmt.Errorf("%w: %q (give a unit number or an end name)", errNotFound, id)
+		return nil, fmt.Errorf("%w: %q (give a unit number, an end name, or a pod as namespace/name or name)", errNotFound, id)
 	case 1:
 		return found[0], nil
 	}
-	return nil, fmt.Errorf("%w: %d pairs have an end named %q; give the unit number", errInvalid, len(found), id)
+	return nil, fmt.Errorf("%w: %q names %d pairs: %s; give the unit number (or the pod as namespace/name, if it has one pair)",
+		errInvalid, id, len(found), describeMatches(found))
+}
+
+// podIs reports whether id is the owner's pod as namespace/name or as its
+// name alone.
+func podIs(o *api.Owner, id string) bool {
+	if o == nil || o.Pod == nil {
+		return false
+	}
+	return id == o.Pod.Name || id == o.Pod.String()
+}
+
+// describeMatches lists pairs, by unit, as "pair 3 (eth0, pod default/web-0)".
+func describeMatches(ps []*state.Pair) string {
+	sort.Slice(ps, func(i, j int) bool { return ps[i].Unit < ps[j].Unit })
+	out := make([]string, 0, len(ps))
+	for _, p := range ps {
+		d := fmt.Sprintf("pair %d (%s", p.Unit, p.A.Name)
+		if pod := p.Owner.PodName(); pod != "" {
+			d += ", pod " + pod
+		}
+		out = append(out, d+")")
+	}
+	return strings.Join(out, ", ")
 }
 
 func (m *Manager) describe(p *state.Pair) *api.Pair {
 	out := &api.Pair{
-		Unit: p.Unit, MTU: p.MTU, Queues: p.Queues, Owner: p.Owner, Problem: m.problems[p.Unit],
+		Unit: p.Unit, Pod: p.Owner.PodName(), MTU: p.MTU, Queues: p.Queues, Owner: p.Owner, Problem: m.problems[p.Unit],
 		AntiSpoofing: antiSpoofing(p), Bandwidth: p.Bandwidth,
 		A: api.End{Name: p.A.Name, Index: p.A.Index, MAC: p.A.MAC, Netns: p.A.Netns},
 		B: api.End{Name: p.B.Name, Index: p.B.Index, MAC: p.B.MAC, Netns: p.B.Netns},

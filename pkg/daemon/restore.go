@@ -49,9 +49,12 @@ func (m *Manager) restore() {
 		m.restoring[p.Unit] = make(chan struct{})
 	}
 	sort.Slice(pairs, func(i, j int) bool { return pairs[i].Unit < pairs[j].Unit })
+	m.restoreTook.Store(-1)
 	go func() {
 		ok := m.reattach(pairs)
-		slog.Info("restore: pairs re-attached", "pairs", len(pairs), "forwarding", ok, "took", time.Since(start))
+		took := time.Since(start)
+		m.restoreTook.Store(int64(took))
+		slog.Info("restore: pairs re-attached", "pairs", len(pairs), "forwarding", ok, "took", took)
 		close(m.attached)
 	}()
 	go func() {

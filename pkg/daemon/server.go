@@ -77,6 +77,7 @@ func (d *Daemon) handler() http.Handler {
 		reply(w, http.StatusOK, d.m.List())
 	})
 	mux.HandleFunc("POST /v1/pairs", d.create)
+	mux.HandleFunc("POST /v1/cni/results", d.cniResult)
 	mux.HandleFunc("GET /v1/pairs/{id}", func(w http.ResponseWriter, r *http.Request) {
 		p, err := d.m.Get(r.PathValue("id"))
 		answer(w, p, err)
@@ -93,7 +94,7 @@ func (d *Daemon) handler() http.Handler {
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-	return rootOnly(mux)
+	return d.mx.Instrument(rootOnly(mux))
 }
 
 func rootOnly(next http.Handler) http.Handler {
@@ -117,6 +118,21 @@ func (d *Daemon) create(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	answer(w, nil, err)
+}
+
+// cniResult counts how a CNI command of the plugin ended (the plugin
+// reports it as its last request), for epair_cni_commands_total.
+func (d *Daemon) cniResult(w http.ResponseWriter, r *http.Request) {
+	var res api.CNIResult
+	if !readJSON(w, r, &res) {
+		return
+	}
+	if err := res.Validate(); err != nil {
+		reply(w, http.StatusBadRequest, api.Error{Error: "malformed CNI result: " + err.Error()})
+		return
+	}
+	d.mx.CNIResult(res)
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (d *Daemon) status(w http.ResponseWriter, r *http.Request) {

@@ -62,6 +62,10 @@ type State struct {
 	// handed out twice by this node.
 	NextMACIndex uint32        `json:"next_mac_index"`
 	Pairs        map[int]*Pair `json:"pairs"`
+	// Starts counts the daemons that started on this state, the running
+	// one included (the restarts of the metrics); a file written before
+	// it was kept reads as 0.
+	Starts uint64 `json:"starts,omitempty"`
 }
 
 const fileName = "state.json"
