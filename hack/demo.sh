@@ -75,7 +75,8 @@ step "a node namespace ($node) running the epair daemon on $sock"
 ip netns add "$node"
 innode ip link set lo up
 # ip netns exec execs the daemon: $! is its pid, so cleanup can stop it.
-ip netns exec "$node" "$bin" daemon --socket "$sock" --state-dir "$work/state" >"$work/daemon.log" 2>&1 &
+ip netns exec "$node" "$bin" daemon --socket "$sock" --state-dir "$work/state" \
+	--metrics-addr "$metrics" >"$work/daemon.log" 2>&1 &
 daemon_pid=$!
 for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
 [ -S "$sock" ] || { cat "$work/daemon.log"; exit 1; }
@@ -106,7 +107,12 @@ step "the pairs and their pods (epair pair list)"
 innode "$bin" pair list --socket "$sock"
 
 step "counters of pod web-0 (epair stats web-0)"
-innode "$bin" stats web-0 --socket "$sock" || innode "$bin" stats 0 --socket "$sock"
+innode "$bin" stats web-0 --socket "$sock"
+
+step "the pods' Prometheus metrics (curl http://$metrics/metrics in the node namespace)"
+innode curl -s "http://$metrics/metrics" |
+	grep -E '^epair_(transmit|receive)_(packets|bytes)_total\{.*end="a"|^epair_shaper_rate|^epair_cni_commands_total|^epair_pairs ' |
+	sed -E 's/container_id="[^"]*",//'
 
 step "cnitool CHECK, then DEL of both pods"
 cni check "$poda"
