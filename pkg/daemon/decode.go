@@ -21,6 +21,12 @@ const jsonSpace = " \t\r\n"
 // belongs, and an object followed by anything (a decoder stops after the
 // first value), so `{…} garbage` or `{…}{…}` made pairs.
 func decodeCreate(r io.Reader) (*api.CreateRequest, error) {
+	return decodeOne[api.CreateRequest](r)
+}
+
+// decodeOne reads exactly one JSON object of known fields into a T, as
+// decodeCreate says.
+func decodeOne[T any](r io.Reader) (*T, error) {
 	b, err := io.ReadAll(r)
 	if err != nil {
 		return nil, fmt.Errorf("read body: %w", err)
@@ -34,7 +40,7 @@ func decodeCreate(r io.Reader) (*api.CreateRequest, error) {
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
-	var req api.CreateRequest
+	var req T
 	if err := dec.Decode(&req); err != nil {
 		return nil, err
 	}
@@ -49,7 +55,12 @@ func decodeCreate(r io.Reader) (*api.CreateRequest, error) {
 // or answers the client itself (400, or 413 for a body too large) and
 // returns nil.
 func readCreate(w http.ResponseWriter, r *http.Request) *api.CreateRequest {
-	req, err := decodeCreate(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	return readBody[api.CreateRequest](w, r)
+}
+
+// readBody is readCreate for a body of type T.
+func readBody[T any](w http.ResponseWriter, r *http.Request) *T {
+	req, err := decodeOne[T](http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	var tooLarge *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooLarge):

@@ -84,6 +84,12 @@ func (d *Daemon) handler() http.Handler {
 	mux.HandleFunc("DELETE /v1/pairs/{id}", func(w http.ResponseWriter, r *http.Request) {
 		answer(w, struct{}{}, d.m.Delete(r.PathValue("id")))
 	})
+	mux.HandleFunc("PUT /v1/pairs/{id}/ips", func(w http.ResponseWriter, r *http.Request) {
+		if req := readBody[api.SetIPsRequest](w, r); req != nil {
+			p, err := d.m.SetIPs(r.PathValue("id"), req.IPs)
+			answer(w, p, err)
+		}
+	})
 	mux.HandleFunc("GET /v1/pairs/{id}/stats", func(w http.ResponseWriter, r *http.Request) {
 		s, err := d.m.Stats(r.PathValue("id"))
 		answer(w, s, err)
