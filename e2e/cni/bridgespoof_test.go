@@ -190,6 +190,7 @@ func (l *lan) raAttack(t *testing.T) {
 	reached := crosses(t, l.att.pod, l.e.host, l.att.bEnd(t), raFrame(l.attMAC))
 	time.Sleep(100 * time.Millisecond)
 	routes := strings.TrimSpace(harness.MustRun(t, l.nb.pod, "ip", "-6", "route", "show", "proto", "ra"))
+	t.Logf("the neighbour's routes from advertisements: %q", routes)
 	l.wantBlocked(t, "a router advertisement", reached, before, func(s epair.Stats) uint64 { return s.SpoofRA }, 1)
 	if l.on && routes != "" {
 		t.Errorf("the neighbour learnt routes from the attacker's advertisement:\n%s", routes)
