@@ -6,7 +6,7 @@
 set -euo pipefail
 CNI_PLUGINS_VERSION=v1.9.1
 dir=${1:-bin/cni}
-plugins=(ipam/host-local ipam/static meta/portmap meta/bandwidth meta/tuning meta/firewall main/ptp main/bridge main/loopback)
+plugins=(ipam/host-local ipam/static ipam/dhcp meta/portmap meta/bandwidth meta/tuning meta/firewall main/ptp main/bridge main/loopback)
 
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)

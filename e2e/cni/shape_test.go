@@ -6,7 +6,9 @@ import (
 	"io"
 	"net"
 	"os"
+	"sort"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -155,7 +157,8 @@ func download(t *testing.T, host, pod ns.NetNS) time.Duration {
 // 10 ms of the rate, and logs measured/configured (measured in frame bytes,
 // as the bucket charges them). It takes a minute and
 // wants quiet cores, so it runs only with EPAIR_MEASURE=1; it fails
-// outside ±10 %.
+// outside ±10 %. EPAIR_TCP_CC=cubic (say) sets the congestion control;
+// EPAIR_SHAPE_MBITS="1 10" the rates.
 func TestShapingAccuracyIperf(t *testing.T) {
 	if os.Getenv("EPAIR_MEASURE") == "" {
 		t.Skip("set EPAIR_MEASURE=1 to measure")
@@ -163,7 +166,7 @@ func TestShapingAccuracyIperf(t *testing.T) {
 	e := newEnv(t, placements[0], false)
 	caps := map[string]any{"capabilities": map[string]any{"bandwidth": true}}
 	list := e.list(t, netw{name: "shapeperf", epair: caps})
-	for i, mbit := range []uint64{1, 10, 100, 1000} {
+	for i, mbit := range shapeRates(t) {
 		rate := mbit * 1_000_000
 		p := e.pod(t)
 		rt := harness.RuntimeConf(newID(t), p, "eth0")
@@ -173,6 +176,7 @@ func TestShapingAccuracyIperf(t *testing.T) {
 		if _, err := e.tryAdd(t, list, rt, p); err != nil {
 			t.Fatalf("ADD: %v", err)
 		}
+		setCC(t, "", e.host, p)
 		for _, dir := range []string{"egress", "ingress"} {
 			// A port per run: a -1 server may still hold the last one.
 			port := strconv.Itoa(15201 + 2*i + len(dir)%2)
@@ -203,4 +207,106 @@ func TestShapingAccuracyIperf(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestShapedQueueLatency measures ping RTT from a pod shaped at 10 Mbit/s
+// each way while iperf3 TCP saturates it, uploading and downloading: the
+// pings wait behind the TCP flow in the shaped queue, which holds at most
+// 25 ms of the rate plus the burst. TCP is Reno (EPAIR_TCP_CC to change
+// it), loss-based like CUBIC, which fills whatever queue there is (BBR,
+// this machine's default, keeps queues short by itself; a namespace may
+// pick only from net.ipv4.tcp_allowed_congestion_control). It logs
+// the RTT quantiles and fails when the median is over 100 ms (with an
+// 8 MiB queue it is seconds). EPAIR_MEASURE=1 only, like
+// TestShapingAccuracyIperf.
+func TestShapedQueueLatency(t *testing.T) {
+	if os.Getenv("EPAIR_MEASURE") == "" {
+		t.Skip("set EPAIR_MEASURE=1 to measure")
+	}
+	const rate = 10_000_000
+	e := newEnv(t, placements[0], false)
+	caps := map[string]any{"capabilities": map[string]any{"bandwidth": true}}
+	list := e.list(t, netw{name: "shapelat", epair: caps})
+	p := e.pod(t)
+	rt := harness.RuntimeConf(newID(t), p, "eth0")
+	rt.CapabilityArgs = map[string]any{"bandwidth": map[string]any{
+		"ingressRate": rate, "ingressBurst": rate / 100, "egressRate": rate, "egressBurst": rate / 100,
+	}}
+	if _, err := e.tryAdd(t, list, rt, p); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	setCC(t, "reno", e.host, p)
+	for i, dir := range []string{"egress", "ingress"} {
+		port := strconv.Itoa(15301 + i)
+		harness.MustRun(t, e.host, "iperf3", "-s", "-1", "-D", "-B", gw4, "-p", port)
+		time.Sleep(200 * time.Millisecond)
+		args := []string{"iperf3", "-c", gw4, "-p", port, "-t", "8"}
+		if dir == "ingress" {
+			args = append(args, "-R")
+		}
+		done := make(chan string, 1)
+		go func() { out, _ := harness.Run(t, p, args...); done <- out }()
+		time.Sleep(2 * time.Second) // TCP has filled the queue by now
+		out, _ := harness.Run(t, p, "ping", "-n", "-c", "20", "-i", "0.2", "-W", "10", gw4)
+		<-done
+		rtts := pingRTTs(out)
+		if len(rtts) == 0 {
+			t.Fatalf("%s: no ping answered under load:\n%s", dir, out)
+		}
+		sort.Float64s(rtts)
+		med := rtts[len(rtts)/2]
+		t.Logf("%s at %d Mbit/s under iperf3: ping RTT min %.1f / median %.1f / max %.1f ms (%d of 20 answered)",
+			dir, rate/1_000_000, rtts[0], med, rtts[len(rtts)-1], len(rtts))
+		if med > 100 {
+			t.Errorf("%s: median RTT %.1f ms under load, want under 100 (25 ms of queue + the burst)", dir, med)
+		}
+	}
+}
+
+// shapeRates are the rates TestShapingAccuracyIperf measures, in Mbit/s.
+func shapeRates(t *testing.T) []uint64 {
+	t.Helper()
+	env := os.Getenv("EPAIR_SHAPE_MBITS")
+	if env == "" {
+		return []uint64{1, 10, 100, 1000}
+	}
+	var out []uint64
+	for _, f := range strings.Fields(env) {
+		v, err := strconv.ParseUint(f, 10, 64)
+		if err != nil || v == 0 {
+			t.Fatalf("EPAIR_SHAPE_MBITS %q: %q is not a rate in Mbit/s", env, f)
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// setCC sets the TCP congestion control of the namespaces: EPAIR_TCP_CC,
+// else def ("" keeps the namespaces' own).
+func setCC(t *testing.T, def string, nss ...ns.NetNS) {
+	t.Helper()
+	cc := os.Getenv("EPAIR_TCP_CC")
+	if cc == "" {
+		cc = def
+	}
+	if cc == "" {
+		return
+	}
+	for _, n := range nss {
+		harness.MustRun(t, n, "sysctl", "-qw", "net.ipv4.tcp_congestion_control="+cc)
+	}
+	t.Logf("TCP congestion control: %s", cc)
+}
+
+// pingRTTs are the time= values of ping's output, in ms.
+func pingRTTs(out string) []float64 {
+	var rtts []float64
+	for _, f := range strings.Fields(out) {
+		if v, ok := strings.CutPrefix(f, "time="); ok {
+			if ms, err := strconv.ParseFloat(v, 64); err == nil {
+				rtts = append(rtts, ms)
+			}
+		}
+	}
+	return rtts
 }

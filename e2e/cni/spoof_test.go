@@ -17,7 +17,8 @@ import (
 )
 
 // TestAntiSpoofing: in routed mode, dual stack, a pod's forged source
-// address, source MAC, ARP and neighbor advertisement never reach the host
+// address, source MAC, ARP, neighbor advertisement, router advertisement
+// and ICMP redirect never reach the host
 // and are counted, while honest traffic (IPv4, IPv6 with DAD) flows and
 // counts nothing, also after a daemon restart; with antiSpoofing false a forged source address gets
 // through, and CHECK with the other setting reports a mismatch.
@@ -95,7 +96,7 @@ func (e *env) spoofStats(t *testing.T, a *attachment) epair.Stats {
 		t.Fatalf("stats: %v", err)
 	}
 	return epair.Stats{SpoofMAC: s.A.SpoofMAC, SpoofIP: s.A.SpoofIP, SpoofARP: s.A.SpoofARP,
-		SpoofNDP: s.A.SpoofNDP, SpoofVLAN: s.A.SpoofVLAN}
+		SpoofNDP: s.A.SpoofNDP, SpoofVLAN: s.A.SpoofVLAN, SpoofRA: s.A.SpoofRA}
 }
 
 // forgedPingReplies adds the victim's IPv4 address to the attacker's eth0,
@@ -115,7 +116,10 @@ func forgedPingReplies(t *testing.T, att, vic *attachment) int {
 }
 
 // inEchoReps is the Icmp InEchoReps counter of the namespace.
-func inEchoReps(t *testing.T, n ns.NetNS) int {
+func inEchoReps(t *testing.T, n ns.NetNS) int { return snmpIcmp(t, n, "InEchoReps") }
+
+// snmpIcmp is the Icmp counter name of /proc/net/snmp in the namespace.
+func snmpIcmp(t *testing.T, n ns.NetNS, name string) int {
 	t.Helper()
 	out := harness.MustRun(t, n, "cat", "/proc/net/snmp")
 	var names []string
@@ -128,14 +132,14 @@ func inEchoReps(t *testing.T, n ns.NetNS) int {
 			names = f
 			continue
 		}
-		for i, name := range names {
-			if name == "InEchoReps" && i < len(f) {
+		for i, k := range names {
+			if k == name && i < len(f) {
 				v, _ := strconv.Atoi(f[i])
 				return v
 			}
 		}
 	}
-	t.Fatalf("no Icmp InEchoReps in /proc/net/snmp:\n%s", out)
+	t.Fatalf("no Icmp %s in /proc/net/snmp:\n%s", name, out)
 	return 0
 }
 
@@ -162,6 +166,9 @@ func rawForgeries(t *testing.T, e *env, att, vic *attachment) {
 		{"gratuitous ARP for the victim", garp(mac, vip4), func(s epair.Stats) uint64 { return s.SpoofARP }},
 		{"NA honest", na(mac, ip6, ip6), nil},
 		{"NA for the victim", na(mac, ip6, vip6), func(s epair.Stats) uint64 { return s.SpoofNDP }},
+		{"router advertisement", raFrame(mac), func(s epair.Stats) uint64 { return s.SpoofRA }},
+		{"ICMPv4 redirect", redirect4(mac, bMAC, ip4, gw4), func(s epair.Stats) uint64 { return s.SpoofRA }},
+		{"ICMPv4 echo honest", echo4(mac, bMAC, ip4, gw4), nil},
 	}
 	for _, c := range cases {
 		before := e.spoofStats(t, att)
@@ -241,13 +248,26 @@ func udp4(src, dst net.HardwareAddr, sip, dip net.IP) []byte {
 	return append(append(append(ethHdr(src, dst, 0x0800), ip...), udp...), []byte("epairspo")...)
 }
 
+// icmp4 is an ICMPv4 message of type typ (checksums do not matter, as for
+// udp4).
+func icmp4(src, dst net.HardwareAddr, sip, dip net.IP, typ byte) []byte {
+	ip := []byte{0x45, 0, 0, 36, 0, 0, 0, 0, 64, 1, 0, 0}
+	ip = append(append(ip, sip...), dip...)
+	msg := append([]byte{typ, 0, 0, 0}, dip...) // a redirect's gateway field
+	return append(append(append(ethHdr(src, dst, 0x0800), ip...), msg...), make([]byte, 8)...)
+}
+
+// redirect4 is an ICMPv4 redirect (to the gateway dip), echo4 an echo
+// request.
+func redirect4(src, dst net.HardwareAddr, sip, dip net.IP) []byte {
+	return icmp4(src, dst, sip, dip, 5)
+}
+func echo4(src, dst net.HardwareAddr, sip, dip net.IP) []byte { return icmp4(src, dst, sip, dip, 8) }
+
 // garp is a gratuitous ARP request for ip from mac, broadcast.
 func garp(mac net.HardwareAddr, ip net.IP) []byte {
-	b := ethHdr(mac, net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, 0x0806)
-	b = append(b, 0, 1, 8, 0, 6, 4, 0, 1)
-	b = append(append(b, mac...), ip...)
-	b = append(append(b, make([]byte, 6)...), ip...)
-	return append(b, make([]byte, 18)...) // pad to 60 bytes
+	bcast := net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	return arpFrame(1, bcast, mac, ip, make(net.HardwareAddr, 6), ip)
 }
 
 // na is an unsolicited neighbor advertisement for target, to all nodes.

@@ -35,10 +35,14 @@ type setup struct {
 	pair   api.Pair
 }
 
-func newSetup(t *testing.T) *setup {
+func newSetup(t *testing.T) *setup { return newSetupWith(t) }
+
+// newSetupWith is newSetup with more `pair add` flags.
+func newSetupWith(t *testing.T, flags ...string) *setup {
 	harness.RequireRoot(t)
 	s := &setup{d: harness.StartDaemon(t), na: harness.NewNS(t), nb: harness.NewNS(t)}
-	out, err := s.d.Epair("pair", "add", "--a-netns", s.na.Path(), "--b-netns", s.nb.Path(), "--a-name", "eth0")
+	args := append([]string{"pair", "add", "--a-netns", s.na.Path(), "--b-netns", s.nb.Path(), "--a-name", "eth0"}, flags...)
+	out, err := s.d.Epair(args...)
 	if err != nil {
 		t.Fatalf("pair add: %v\n%s", err, out)
 	}
@@ -276,23 +280,32 @@ func sendGSO(t *testing.T, s *setup, gsoSize, payload int) {
 	binary.BigEndian.PutUint16(tcp[2:], 9)
 	tcp[12], tcp[13] = 5<<4, 0x10 // 20-byte header, ACK
 	binary.BigEndian.PutUint16(tcp[14:], 65535)
+	sendRaw(t, s, hdr, f)
+	time.Sleep(100 * time.Millisecond)
+}
+
+// sendRaw sends the Ethernet frame f out of eth0 through a packet socket,
+// after a virtio-net header hdr when not nil.
+func sendRaw(t *testing.T, s *setup, hdr, f []byte) {
+	t.Helper()
 	err := s.na.Do(func(ns.NetNS) error {
 		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
 		if err != nil {
 			return err
 		}
 		defer unix.Close(fd)
-		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
-			return err
+		if hdr != nil {
+			if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
+				return err
+			}
 		}
 		sa := &unix.SockaddrLinklayer{Ifindex: s.pair.A.Index, Protocol: 0x0008, Halen: 6}
-		copy(sa.Addr[:], dst)
+		copy(sa.Addr[:], f[:6])
 		return unix.Sendto(fd, append(hdr, f...), 0, sa)
 	})
 	if err != nil {
-		t.Fatalf("send GSO frame: %v", err)
+		t.Fatalf("send raw frame: %v", err)
 	}
-	time.Sleep(100 * time.Millisecond)
 }
 
 func ipChecksum(h []byte) uint16 {

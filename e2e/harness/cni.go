@@ -21,7 +21,7 @@ import (
 )
 
 // ReferencePlugins are the CNI reference plugins hack/cni-plugins.sh installs.
-var ReferencePlugins = []string{"host-local", "static", "portmap", "bandwidth", "tuning", "firewall", "ptp", "bridge"}
+var ReferencePlugins = []string{"host-local", "static", "dhcp", "portmap", "bandwidth", "tuning", "firewall", "ptp", "bridge"}
 
 var (
 	refOnce sync.Once

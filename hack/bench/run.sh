@@ -2,7 +2,10 @@
 # The epair benchmark (`make bench`): in one run, two network namespaces
 # joined (a) by a kernel veth pair and (b) by an epair pair through the
 # daemon, both at MTU 1500, measured turn about so that a busy machine hurts
-# both alike:
+# both alike; TCP 1 stream, UDP (first UDP_SENDERS value) and ping also
+# through two more epair pairs, one with anti-spoofing on (`pair add --ips`)
+# and one shaped far above the link (SHAPE_RATE bit/s, SHAPE_BURST bits,
+# both ways), to show what the two cost on the unshaped path:
 #   - TCP throughput, 1 and 4 streams (iperf3, median of REPS runs of SECS s)
 #   - UDP 64-byte packets per second delivered and the loss, from a sendmmsg
 #     sender (hack/bench/netbench udp-blast) to a recvmmsg sink
@@ -27,7 +30,7 @@
 # Knobs (env): SECS=10 REPS=3 COUNT=200 PAIRS=1000 IDLE_SECS=30 SETTLE_SECS=5
 #   CNI_N=100 CNI_PAR=8 UDP_SIZE=64 UDP_SENDERS="1 2" (a list: one run each)
 #   SCALE_PAR=4 GOBENCH_TIME=1s RESTART_PAIRS="1 PAIRS/10 PAIRS" RESTART_REPS=5
-#   RESTART_SAMPLE=10
+#   RESTART_SAMPLE=10 SHAPE_RATE=100000000000 SHAPE_BURST=1000000000
 #   BENCH_OUT=BENCHMARKS.md EPAIR_DAEMON_ARGS="--dispatch deferred ..."
 #   EPAIR_CNI_PLUGINS=bin/cni
 set -euo pipefail
@@ -43,6 +46,7 @@ UDP_SIZE=${UDP_SIZE:-64} UDP_SENDERS=${UDP_SENDERS:-1 2} SCALE_PAR=${SCALE_PAR:-
 GOBENCH_TIME=${GOBENCH_TIME:-1s}
 RESTART_PAIRS=${RESTART_PAIRS:-1 $((PAIRS / 10 > 1 ? PAIRS / 10 : 2)) $PAIRS}
 RESTART_REPS=${RESTART_REPS:-5} RESTART_SAMPLE=${RESTART_SAMPLE:-10}
+SHAPE_RATE=${SHAPE_RATE:-100000000000} SHAPE_BURST=${SHAPE_BURST:-1000000000}
 BENCH_OUT=${BENCH_OUT:-$repo/BENCHMARKS.md}
 EPAIR_DAEMON_ARGS=${EPAIR_DAEMON_ARGS:-}
 EPAIR_CNI_PLUGINS=${EPAIR_CNI_PLUGINS:-$repo/bin/cni}
@@ -58,8 +62,10 @@ work=$(mktemp -d /tmp/epair-bench.XXXXXX)
 tag=$$
 ns_va=bv-a-$tag ns_vb=bv-b-$tag   # veth
 ns_ea=be-a-$tag ns_eb=be-b-$tag   # epair
+ns_fa=bf-a-$tag ns_fb=bf-b-$tag   # epair with anti-spoofing on
+ns_ha=bh-a-$tag ns_hb=bh-b-$tag   # epair shaped far above the link
 ns_sa=bs-a-$tag ns_sb=bs-b-$tag   # scale: all a ends, all b ends
-all_ns=("$ns_va" "$ns_vb" "$ns_ea" "$ns_eb" "$ns_sa" "$ns_sb")
+all_ns=("$ns_va" "$ns_vb" "$ns_ea" "$ns_eb" "$ns_fa" "$ns_fb" "$ns_ha" "$ns_hb" "$ns_sa" "$ns_sb")
 made_ns=()
 pids=()      # background processes to stop
 socks=()     # daemons whose pairs to delete
@@ -121,29 +127,42 @@ ip -n "$ns_vb" link set vb-$tag up
 
 start_daemon "$work/epair.sock" "$work/state" "$work/daemon.log"
 bench_pid=$daemon_pid
-"$bin" pair add --socket "$work/epair.sock" --a-netns "/var/run/netns/$ns_ea" --b-netns "/var/run/netns/$ns_eb" \
-	--a-name eth0 --mtu 1500 >"$work/pair.json"
-eb=$(sed -n '/"b": {/,/}/s/^ *"name": "\(.*\)",/\1/p' "$work/pair.json")
-[ -n "$eb" ] || die "pair add printed no b end: $(cat "$work/pair.json")"
-ip -n "$ns_ea" addr add 10.124.2.1/24 dev eth0
-ip -n "$ns_eb" addr add 10.124.2.2/24 dev "$eb"
-ip -n "$ns_ea" link set eth0 up
-ip -n "$ns_eb" link set "$eb" up
-
-# Static neighbours on both: a UDP flood never confirms a neighbour, and an
-# ARP probe lost in the flood would stop the sender for reasons that are not
-# the datapath's.
+declare -A bend # kind -> the b end of its epair pair
 mac() { ip -n "$1" -br link show "$2" | awk '{print $3}'; }
+epair_pair() { # kind a-ns b-ns subnet (10.124.N) [pair add flags]: addressed, up, static neighbours
+	local kind=$1 na=$2 nb=$3 net=$4 eb
+	shift 4
+	"$bin" pair add --socket "$work/epair.sock" --a-netns "/var/run/netns/$na" --b-netns "/var/run/netns/$nb" \
+		--a-name eth0 --mtu 1500 "$@" >"$work/pair-$kind.json"
+	eb=$(sed -n '/"b": {/,/}/s/^ *"name": "\(.*\)",/\1/p' "$work/pair-$kind.json")
+	[ -n "$eb" ] || die "pair add printed no b end: $(cat "$work/pair-$kind.json")"
+	bend[$kind]=$eb
+	ip -n "$na" addr add "$net.1/24" dev eth0
+	ip -n "$nb" addr add "$net.2/24" dev "$eb"
+	ip -n "$na" link set eth0 up
+	ip -n "$nb" link set "$eb" up
+	ip -n "$na" neigh replace "$net.2" lladdr "$(mac "$nb" "$eb")" dev eth0 nud permanent
+	ip -n "$nb" neigh replace "$net.1" lladdr "$(mac "$na" eth0)" dev "$eb" nud permanent
+}
+epair_pair epair "$ns_ea" "$ns_eb" 10.124.2
+epair_pair spoof "$ns_fa" "$ns_fb" 10.124.3 --ips 10.124.3.1/24
+epair_pair shaped "$ns_ha" "$ns_hb" 10.124.4 --ingress-rate "$SHAPE_RATE" --ingress-burst "$SHAPE_BURST" \
+	--egress-rate "$SHAPE_RATE" --egress-burst "$SHAPE_BURST"
+grep -q '"anti_spoofing": true' "$work/pair-spoof.json" || die "pair add --ips: no anti-spoofing: $(cat "$work/pair-spoof.json")"
+grep -q '"egress_rate"' "$work/pair-shaped.json" || die "pair add --egress-rate: no shaping: $(cat "$work/pair-shaped.json")"
+
+# Static neighbours on both (the epair pairs' are set above): a UDP flood
+# never confirms a neighbour, and an ARP probe lost in the flood would stop
+# the sender for reasons that are not the datapath's.
 ip -n "$ns_va" neigh replace 10.124.1.2 lladdr "$(mac "$ns_vb" vb-$tag)" dev va-$tag nud permanent
 ip -n "$ns_vb" neigh replace 10.124.1.1 lladdr "$(mac "$ns_va" va-$tag)" dev vb-$tag nud permanent
-ip -n "$ns_ea" neigh replace 10.124.2.2 lladdr "$(mac "$ns_eb" "$eb")" dev eth0 nud permanent
-ip -n "$ns_eb" neigh replace 10.124.2.1 lladdr "$(mac "$ns_ea" eth0)" dev "$eb" nud permanent
 
 # kind -> client ns, server ns, server ip
-cli() { case $1 in veth) echo "$ns_va" ;; epair) echo "$ns_ea" ;; esac; }
-srv() { case $1 in veth) echo "$ns_vb" ;; epair) echo "$ns_eb" ;; esac; }
-sip() { case $1 in veth) echo 10.124.1.2 ;; epair) echo 10.124.2.2 ;; esac; }
-for k in veth epair; do
+cli() { case $1 in veth) echo "$ns_va" ;; epair) echo "$ns_ea" ;; spoof) echo "$ns_fa" ;; shaped) echo "$ns_ha" ;; esac; }
+srv() { case $1 in veth) echo "$ns_vb" ;; epair) echo "$ns_eb" ;; spoof) echo "$ns_fb" ;; shaped) echo "$ns_hb" ;; esac; }
+sip() { case $1 in veth) echo 10.124.1.2 ;; epair) echo 10.124.2.2 ;; spoof) echo 10.124.3.2 ;; shaped) echo 10.124.4.2 ;; esac; }
+kinds="veth epair spoof shaped" # all of them: TCP 1 stream, ping, UDP with the first UDP_SENDERS
+for k in $kinds; do
 	ip netns exec "$(cli $k)" ping -c 2 -i 0.2 -W 2 "$(sip $k)" >/dev/null || die "$k: no ping across the pair"
 done
 
@@ -161,7 +180,7 @@ go test -run XXX -bench . -benchmem -benchtime "$GOBENCH_TIME" ./pkg/epair | tee
 
 # ---- latency: ping
 log "ping: $COUNT at 10 ms each way"
-for k in veth epair; do
+for k in $kinds; do
 	ip netns exec "$(cli $k)" ping -n -c "$COUNT" -i 0.01 -W 1 "$(sip $k)" >"$work/ping.$k" || true
 	read -r n avg p50 p99 < <(sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' "$work/ping.$k" | "$nb" quantiles)
 	rec "ping $k: replies=$n/$COUNT avg=$avg p50=$p50 p99=$p99 ms"
@@ -187,13 +206,15 @@ for k in veth epair; do kill "$(cat "$work/rr-$k.pid")"; rm -f "$work/rr-$k.pid"
 
 # ---- TCP throughput
 log "TCP throughput: 1 and 4 streams, $REPS x ${SECS}s each"
-for k in veth epair; do
+for k in $kinds; do
 	ip netns exec "$(srv $k)" iperf3 -s -B "$(sip $k)" -D -I "$work/iperf-$k.pid" >/dev/null
 done
 sleep 0.3
 for r in $(seq "$REPS"); do
 	for p in 1 4; do
-		for k in veth epair; do
+		ks=$kinds
+		[ "$p" = 1 ] || ks="veth epair"
+		for k in $ks; do
 			ip netns exec "$(cli $k)" iperf3 -c "$(sip $k)" -t "$SECS" -P "$p" -J >"$work/iperf.json" ||
 				die "iperf3 $k -P $p: $(cat "$work/iperf.json")"
 			read -r gbps retr < <("$nb" iperf <"$work/iperf.json")
@@ -202,16 +223,19 @@ for r in $(seq "$REPS"); do
 		done
 	done
 done
-for k in veth epair; do kill "$(cat "$work/iperf-$k.pid")"; rm -f "$work/iperf-$k.pid"; done
+for k in $kinds; do kill "$(cat "$work/iperf-$k.pid")"; rm -f "$work/iperf-$k.pid"; done
 
 # ---- UDP packet rate
 log "UDP ${UDP_SIZE}-byte flood: $REPS x ${SECS}s each, with $UDP_SENDERS sending thread(s)"
-tx_dropped() { ip netns exec "$ns_ea" cat /sys/class/net/eth0/statistics/tx_dropped; }
-oqdrops() { "$bin" stats eth0 --socket "$work/epair.sock" | sed -n '/"a": {/,/}/s/^ *"oqdrops": \([0-9]*\).*/\1/p'; }
+tx_dropped() { ip netns exec "$(cli "$1")" cat /sys/class/net/eth0/statistics/tx_dropped; }
+oqdrops() { "$bin" stats "${bend[$1]}" --socket "$work/epair.sock" | sed -n '/"a": {/,/}/s/^ *"oqdrops": \([0-9]*\).*/\1/p'; }
+udp_first=${UDP_SENDERS%% *}
 for r in $(seq "$REPS"); do
 	for nsend in $UDP_SENDERS; do
-		for k in veth epair; do
-			[ $k = epair ] && { tap0=$(tx_dropped); oq0=$(oqdrops); }
+		ks=$kinds
+		[ "$nsend" = "$udp_first" ] || ks="veth epair"
+		for k in $ks; do
+			[ $k != veth ] && { tap0=$(tx_dropped $k); oq0=$(oqdrops $k); }
 			ip netns exec "$(srv $k)" "$nb" udp-sink -listen "$(sip $k):9000" -duration "$((SECS + 2))s" >"$work/sink.json" &
 			sink=$!
 			echo $sink >"$work/sink.pid"
@@ -223,7 +247,7 @@ for r in $(seq "$REPS"); do
 			s=$(jget sent <<<"$sent") g=$(jget received <<<"$got")
 			loss=$(awk -v s="$s" -v g="$g" 'BEGIN {printf "%.2f", s ? 100 * (1 - g / s) : 0}')
 			extra=
-			[ $k = epair ] && extra=" a-end TAP tx_dropped +$(($(tx_dropped) - tap0)), epair oqdrops +$(($(oqdrops) - oq0))"
+			[ $k != veth ] && extra=" a-end TAP tx_dropped +$(($(tx_dropped $k) - tap0)), epair oqdrops +$(($(oqdrops $k) - oq0))"
 			rec "udp $k ${nsend}x #$r: sender $sent sink $got loss=$loss%$extra"
 			put "udp_rx_k$nsend.$k" "$(jget pps <<<"$got" | awk '{print $1 / 1000}')"
 			put "udp_tx_k$nsend.$k" "$(jget pps <<<"$sent" | awk '{print $1 / 1000}')"
@@ -298,11 +322,17 @@ rows=$work/rows.tsv # key, label, reference, epair, ratio (1: epair/reference)
 : >"$rows"
 row() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >>"$rows"; }
 f() { awk -v v="$2" "BEGIN {printf \"$1\", v}"; } # format one number
-both() { # key label format figure [ratio]
-	row "$1" "$2" "$(f "$3" "$(med "$4.veth")")" "$(f "$3" "$(med "$4.epair")")" "${5:-1}"
+both() { # key label format figure [ratio [kind]]: veth against epair (or the epair pair of kind)
+	row "$1" "$2" "$(f "$3" "$(med "$4.veth")")" "$(f "$3" "$(med "$4.${6:-epair}")")" "${5:-1}"
+}
+# on: the same figure through the pairs with anti-spoofing and shaping on
+on() { # key label format figure [ratio]
+	both "$1_spoof" "$2, anti-spoofing on" "$3" "$4" "${5:-1}" spoof
+	both "$1_shaped" "$2, shaped at $(awk -v r="$SHAPE_RATE" 'BEGIN {printf "%g", r / 1e9}') Gbit/s" "$3" "$4" "${5:-1}" shaped
 }
 rm_="median of $REPS x ${SECS}s"
 both tcp1 "TCP 1 stream, Gbit/s ($rm_)" %.2f tcp1
+on tcp1 "TCP 1 stream, Gbit/s" %.2f tcp1
 both tcp4 "TCP 4 streams (-P 4), Gbit/s ($rm_)" %.2f tcp4
 both retr1 "TCP retransmits, 1 stream (median)" %d retr1 0
 both retr4 "TCP retransmits, 4 streams (median)" %d retr4 0
@@ -311,9 +341,11 @@ for nsend in $UDP_SENDERS; do
 	both "udp_rx$nsend" "UDP ${UDP_SIZE} B delivered, kpps ($th; $rm_)" %.0f "udp_rx_k$nsend"
 	both "udp_tx$nsend" "UDP ${UDP_SIZE} B sent, kpps ($th, sendmmsg x64)" %.0f "udp_tx_k$nsend" 0
 	both "udp_loss$nsend" "UDP loss, % ($th; 1 − received/sent)" %.2f "udp_loss$nsend" 0
+	[ "$nsend" = "$udp_first" ] && on "udp_rx$nsend" "UDP ${UDP_SIZE} B delivered, kpps ($th)" %.0f "udp_rx_k$nsend"
 done
 both ping_avg "ping RTT avg, ms ($COUNT at 10 ms)" %.3f ping_avg
 both ping_p99 "ping RTT p99, ms" %.3f ping_p99
+on ping_avg "ping RTT avg, ms" %.3f ping_avg
 both rr_rate "TCP 1-byte request/response, transactions/s ($rm_)" %.0f rr_rate
 both rr_p50 "TCP request/response p50, µs" %.1f rr_p50
 both rr_p99 "TCP request/response p99, µs" %.1f rr_p99

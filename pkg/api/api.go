@@ -48,10 +48,12 @@ type CreateRequest struct {
 	Queues int `json:"queues,omitempty"`
 	// Owner ties the pair to a CNI attachment.
 	Owner *Owner `json:"owner,omitempty"`
-	// AntiSpoofing, for a pair with an Owner with IPs, drops frames the a
-	// end sends from another MAC or address than the pod's (see
-	// epair.SpoofFilter); nil means on. Pairs without an owner are never
-	// filtered: the daemon knows no addresses for them.
+	// AntiSpoofing, for a pair with an Owner, drops frames the a end sends
+	// from another MAC or address than the pod's (see epair.SpoofFilter);
+	// nil means on. An owner without IPs yet may send DHCP from 0.0.0.0
+	// and IPv6 from its link-local address only (see SetIPsRequest). Pairs
+	// without an owner are never filtered: the daemon knows no addresses
+	// for them.
 	AntiSpoofing *bool `json:"anti_spoofing,omitempty"`
 	// Bandwidth shapes the pair's traffic (the CNI bandwidth capability);
 	// nil shapes nothing.
@@ -100,6 +102,16 @@ func validDirection(dir string, rate, burst uint64) error {
 
 // IsZero reports whether b shapes nothing.
 func (b *Bandwidth) IsZero() bool { return b == nil || (b.IngressRate == 0 && b.EgressRate == 0) }
+
+// SetIPsRequest is the body of PUT /v1/pairs/{id}/ips: the pod's
+// addresses (CIDR, or bare), replacing the owner's, and the a end's
+// anti-spoofing filter with them. The CNI plugin sends them when its IPAM
+// plugin can only answer once the a end exists (dhcp): the pair is created
+// with an owner without IPs, which the filter lets send DHCP from 0.0.0.0
+// and IPv6 from its link-local address only.
+type SetIPsRequest struct {
+	IPs []string `json:"ips"`
+}
 
 // Owner identifies the CNI attachment a pair belongs to.
 type Owner struct {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -220,11 +221,25 @@ func pairAdd(args []string, stdout io.Writer) error {
 	fs.IntVar(&req.MTU, "mtu", 1500, fmt.Sprintf("MTU of both ends (%d..%d)", api.MinMTU, api.MaxMTU))
 	fs.IntVar(&req.Queues, "queues", 0, "TAP queues per end (default: the daemon's)")
 	unit := fs.String("unit", "", "unit number (default: lowest free)")
+	ips := fs.String("ips", "", "the a end's addresses, comma-separated (CIDR or bare): turns anti-spoofing on for them")
+	spoof := fs.Bool("anti-spoofing", true, "with --ips: drop what the a end sends from another MAC or address")
+	var bw api.Bandwidth
+	fs.Uint64Var(&bw.IngressRate, "ingress-rate", 0, "shape what the a end receives to this many bit/s (needs --ingress-burst)")
+	fs.Uint64Var(&bw.IngressBurst, "ingress-burst", 0, "burst of --ingress-rate, bits")
+	fs.Uint64Var(&bw.EgressRate, "egress-rate", 0, "shape what the a end sends to this many bit/s (needs --egress-burst)")
+	fs.Uint64Var(&bw.EgressBurst, "egress-burst", 0, "burst of --egress-rate, bits")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 0 {
 		return fmt.Errorf("%w: pair add takes no arguments, got %q", errUsage, fs.Args())
+	}
+	if *ips != "" {
+		req.Owner = &api.Owner{IPs: strings.Split(*ips, ",")}
+		req.AntiSpoofing = spoof
+	}
+	if bw != (api.Bandwidth{}) {
+		req.Bandwidth = &bw
 	}
 	if req.ANetns == "" {
 		return fmt.Errorf("%w: pair add needs --a-netns PATH (e.g. /var/run/netns/NAME)", errUsage)

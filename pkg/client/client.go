@@ -165,6 +165,13 @@ func (c *Client) DeletePair(ctx context.Context, id string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/pairs/"+url.PathEscape(id), nil, nil)
 }
 
+// SetIPs replaces the addresses of a pair's owner, and so what its
+// anti-spoofing filter lets the pod send from.
+func (c *Client) SetIPs(ctx context.Context, id string, ips []string) (*api.Pair, error) {
+	var p api.Pair
+	return &p, c.do(ctx, http.MethodPut, "/v1/pairs/"+url.PathEscape(id)+"/ips", &api.SetIPsRequest{IPs: ips}, &p)
+}
+
 // Stats returns the counters of a pair.
 func (c *Client) Stats(ctx context.Context, id string) (*api.Stats, error) {
 	var s api.Stats

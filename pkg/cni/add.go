@@ -13,6 +13,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ip"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/epair-cni/epair/pkg/api"
 	"github.com/epair-cni/epair/pkg/client"
 	"github.com/epair-cni/epair/pkg/nsfile"
@@ -20,8 +21,10 @@ import (
 )
 
 // cmdAdd: IPAM first (so the pair's record can carry the addresses), then
-// the pair, then the host side, then the pod. Every step undoes the ones
-// before it on failure, so a failed ADD leaves nothing behind.
+// the pair, then the host side, then the pod; for an IPAM plugin that needs
+// the pod's interface (dhcp) the pair comes first and its addresses are
+// sent to the daemon after IPAM. Every step undoes the ones before it on
+// failure, so a failed ADD leaves nothing behind.
 func cmdAdd(args *skel.CmdArgs) (err error) {
 	conf, err := loadConf(args.StdinData)
 	if err != nil {
@@ -38,6 +41,9 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return err
 	}
+	if conf.ipamNeedsLink() && conf.Mode != ModeBridge {
+		return invalidConf("ipam %q asks a DHCP server on the pod's L2 segment: it needs mode %q (routed mode has none)", conf.IPAM.Type, ModeBridge)
+	}
 	ctx, cancel := newContext()
 	defer cancel()
 	c := client.New(conf.Socket)
@@ -48,36 +54,92 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 			args.ContainerID, args.IfName, conf.Name, existing.Unit), "")
 	}
 
-	res, err := ipamAdd(ctx, conf, args.StdinData)
+	var res *current.Result
+	if !conf.ipamNeedsLink() {
+		if res, err = ipamAdd(ctx, conf, args.StdinData); err != nil {
+			return err
+		}
+		defer undoIPAM(&err, conf, args)
+	}
+	pair, err := createPair(ctx, c, conf, args, mac, pod, res)
 	if err != nil {
 		return err
 	}
+	unit := fmt.Sprint(pair.Unit)
 	defer func() {
 		if err != nil {
-			invoke.DelegateDel(context.Background(), conf.IPAM.Type, args.StdinData, nil)
+			c.DeletePair(context.Background(), unit)
 		}
 	}()
+	if res == nil {
+		// Deferred after the pair's undo, so it runs first: dhcp releases
+		// its lease through the a end while it is still there.
+		if res, pair, err = ipamThroughPair(ctx, c, conf, args, pair); err != nil {
+			return err
+		}
+		defer undoIPAM(&err, conf, args)
+	}
+	return configure(conf, args, pair, res)
+}
 
-	req := &api.CreateRequest{
-		ANetns: args.Netns, AName: args.IfName, AMAC: mac, MTU: conf.MTU,
-		Owner: &api.Owner{ContainerID: args.ContainerID, IfName: args.IfName, Network: conf.Name, IPs: ipStrings(res.IPs), Pod: pod},
+// createPair asks the daemon for the pod's pair, owned by the attachment
+// (and its pod, when the runtime named it), with the addresses of res (none
+// yet when res is nil).
+func createPair(ctx context.Context, c *client.Client, conf *NetConf, args *skel.CmdArgs, mac string, pod *api.Pod, res *current.Result) (*api.Pair, error) {
+	owner := &api.Owner{ContainerID: args.ContainerID, IfName: args.IfName, Network: conf.Name, Pod: pod}
+	if res != nil {
+		owner.IPs = ipStrings(res.IPs)
 	}
 	spoof := conf.antiSpoofing()
-	req.AntiSpoofing = &spoof
-	req.Bandwidth = conf.bandwidth()
+	req := &api.CreateRequest{
+		ANetns: args.Netns, AName: args.IfName, AMAC: mac, MTU: conf.MTU,
+		Owner: owner, AntiSpoofing: &spoof, Bandwidth: conf.bandwidth(),
+	}
 	if err := hereAsHostNetns(req); err != nil {
-		return types.NewError(ErrHostSetup, err.Error(), "")
+		return nil, types.NewError(ErrHostSetup, err.Error(), "")
 	}
 	pair, err := c.CreatePair(ctx, req)
 	if err != nil {
-		return daemonError(c, "create pair", err)
+		return nil, daemonError(c, "create pair", err)
 	}
-	defer func() {
-		if err != nil {
-			c.DeletePair(context.Background(), fmt.Sprint(pair.Unit))
-		}
-	}()
+	return pair, nil
+}
 
+// ipamThroughPair runs an IPAM plugin that talks through the a end (dhcp:
+// its daemon brings the interface up and asks from 0.0.0.0, which the
+// anti-spoofing filter lets through) once the b end is a port of the
+// bridge, where the DHCP server answers; then it gives the daemon the
+// addresses.
+func ipamThroughPair(ctx context.Context, c *client.Client, conf *NetConf, args *skel.CmdArgs, pair *api.Pair) (*current.Result, *api.Pair, error) {
+	b, err := netlinksafe.LinkByName(pair.B.Name)
+	if err == nil {
+		_, err = bridgePort(conf, b)
+	}
+	if err != nil {
+		return nil, nil, types.NewError(ErrHostSetup, "host side of "+pair.B.Name+": "+err.Error(), "")
+	}
+	res, err := ipamAdd(ctx, conf, args.StdinData)
+	if err != nil {
+		return nil, nil, err
+	}
+	withIPs, err := c.SetIPs(ctx, fmt.Sprint(pair.Unit), ipStrings(res.IPs))
+	if err != nil {
+		invoke.DelegateDel(context.Background(), conf.IPAM.Type, args.StdinData, nil)
+		return nil, nil, daemonError(c, "set the pair's addresses", err)
+	}
+	return res, withIPs, nil
+}
+
+// undoIPAM releases the IPAM reservation when the ADD fails (*err set).
+func undoIPAM(err *error, conf *NetConf, args *skel.CmdArgs) {
+	if *err != nil {
+		invoke.DelegateDel(context.Background(), conf.IPAM.Type, args.StdinData, nil)
+	}
+}
+
+// configure sets up the host side and the pod for pair with res, and
+// prints the result.
+func configure(conf *NetConf, args *skel.CmdArgs, pair *api.Pair, res *current.Result) error {
 	if conf.IsDefaultGateway {
 		addDefaultRoutes(res)
 	}

@@ -180,6 +180,16 @@ func addDefaultRoutes(res *current.Result) {
 // with isGateway, puts the gateways on the bridge or its VLAN interface.
 // It returns the VLAN interface when it holds the gateways.
 func joinBridge(conf *NetConf, b netlink.Link, res *current.Result) (netlink.Link, error) {
+	br, err := bridgePort(conf, b)
+	if err != nil || !conf.IsGateway {
+		return nil, err
+	}
+	return bridgeGateways(conf, br, res)
+}
+
+// bridgePort makes the b end a port of the bridge (hairpin, VLAN); doing it
+// again changes nothing. It returns the bridge.
+func bridgePort(conf *NetConf, b netlink.Link) (*netlink.Bridge, error) {
 	br, err := ensureBridge(conf)
 	if err != nil {
 		return nil, err
@@ -195,9 +205,13 @@ func joinBridge(conf *NetConf, b netlink.Link, res *current.Result) (netlink.Lin
 			return nil, err
 		}
 	}
-	if !conf.IsGateway {
-		return nil, nil
-	}
+	return br, nil
+}
+
+// bridgeGateways puts the gateways of res on the bridge or its VLAN
+// interface (isGateway), which it returns when it holds them.
+func bridgeGateways(conf *NetConf, br *netlink.Bridge, res *current.Result) (netlink.Link, error) {
+	var err error
 	var gwLink netlink.Link = br
 	var vlanLink netlink.Link
 	if conf.Vlan != 0 {

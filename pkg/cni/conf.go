@@ -96,6 +96,11 @@ func (c *NetConf) bandwidthKeys() *api.Bandwidth {
 	return &api.Bandwidth{IngressRate: e.IngressRate, IngressBurst: e.IngressBurst, EgressRate: e.EgressRate, EgressBurst: e.EgressBurst}
 }
 
+// ipamNeedsLink reports whether the IPAM plugin can answer only once the
+// pod's interface exists: dhcp asks a DHCP server through it (and sends
+// its DHCPRELEASE through it at DEL).
+func (c *NetConf) ipamNeedsLink() bool { return c.IPAM.Type == "dhcp" }
+
 // antiSpoofing returns the antiSpoofing key, true when unset.
 func (c *NetConf) antiSpoofing() bool { return c.AntiSpoofing == nil || *c.AntiSpoofing }
 

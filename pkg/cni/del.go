@@ -17,7 +17,9 @@ import (
 // The daemon is asked first: while it cannot say that the pair is gone,
 // the pod may still hold its address, so a daemon that cannot be asked
 // fails the DEL (11, the runtime retries) before IPAM is touched. Only once
-// the pair is gone, or known to be, is the address released.
+// the pair is gone, or known to be, is the address released. An IPAM plugin
+// that talks through the pod's interface (dhcp, whose DHCPRELEASE goes out
+// of the a end) is asked first, while the interface is still there.
 func cmdDel(args *skel.CmdArgs) error {
 	conf, err := loadConf(args.StdinData)
 	if err != nil {
@@ -30,15 +32,26 @@ func cmdDel(args *skel.CmdArgs) error {
 	if err != nil {
 		return daemonError(c, "find pair", err)
 	}
+	release := func() error {
+		if err := invoke.DelegateDel(ctx, conf.IPAM.Type, args.StdinData, nil); err != nil {
+			return ipamError(conf, "DEL", err)
+		}
+		return nil
+	}
+	if conf.ipamNeedsLink() {
+		if err := release(); err != nil {
+			return err
+		}
+	}
 	if pair != nil {
 		if err := removePair(ctx, c, conf, pair); err != nil {
 			return err
 		}
 	}
-	if err := invoke.DelegateDel(ctx, conf.IPAM.Type, args.StdinData, nil); err != nil {
-		return ipamError(conf, "DEL", err)
+	if conf.ipamNeedsLink() {
+		return nil
 	}
-	return nil
+	return release()
 }
 
 // removePair deletes a pair and the masquerade rules of its addresses.

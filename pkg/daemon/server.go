@@ -85,6 +85,13 @@ func (d *Daemon) handler() http.Handler {
 	mux.HandleFunc("DELETE /v1/pairs/{id}", func(w http.ResponseWriter, r *http.Request) {
 		answer(w, struct{}{}, d.m.Delete(r.PathValue("id")))
 	})
+	mux.HandleFunc("PUT /v1/pairs/{id}/ips", func(w http.ResponseWriter, r *http.Request) {
+		var req api.SetIPsRequest
+		if readJSON(w, r, &req) {
+			p, err := d.m.SetIPs(r.PathValue("id"), req.IPs)
+			answer(w, p, err)
+		}
+	})
 	mux.HandleFunc("GET /v1/pairs/{id}/stats", func(w http.ResponseWriter, r *http.Request) {
 		s, err := d.m.Stats(r.PathValue("id"))
 		answer(w, s, err)

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"fmt"
+	"log/slog"
 	"net/netip"
 
 	"github.com/epair-cni/epair/pkg/api"
@@ -11,10 +12,12 @@ import (
 )
 
 // antiSpoofing reports whether p's a end is filtered: when p belongs to a
-// CNI attachment with addresses (the daemon knows nothing to allow for
-// other pairs) and the request did not turn it off.
+// CNI attachment (the daemon knows nothing to allow for other pairs) and
+// the request did not turn it off. An owner without addresses yet (its
+// IPAM plugin, dhcp, answers only once the a end exists) is filtered too:
+// it may send DHCP from 0.0.0.0 and IPv6 from its link-local address.
 func antiSpoofing(p *state.Pair) bool {
-	return p.Owner != nil && len(p.Owner.IPs) > 0 && (p.AntiSpoofing == nil || *p.AntiSpoofing)
+	return p.Owner != nil && (p.AntiSpoofing == nil || *p.AntiSpoofing)
 }
 
 // spoofFilter returns the a end's anti-spoofing filter for p, or nil.
@@ -49,6 +52,44 @@ func ownerAddrs(o *api.Owner) ([]netip.Addr, error) {
 		out = append(out, a)
 	}
 	return out, nil
+}
+
+// SetIPs replaces the addresses of the pair's owner, in the state and in
+// the a end's anti-spoofing filter (swapped whole, so the datapath sees
+// the old filter or the new one). Bad addresses change nothing.
+func (m *Manager) SetIPs(id string, ips []string) (*api.Pair, error) {
+	m.awaitRestore(id)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p, err := m.find(id)
+	if err != nil {
+		return nil, err
+	}
+	if p.Phase != state.Ready || p.Owner == nil {
+		return nil, fmt.Errorf("%w: pair %d is not a ready CNI attachment (it has no owner, or is being made or deleted)", errInvalid, p.Unit)
+	}
+	owner := *p.Owner
+	owner.IPs = append([]string(nil), ips...)
+	if _, err := ownerAddrs(&owner); err != nil {
+		return nil, fmt.Errorf("%w: %w", errInvalid, err)
+	}
+	next := *p
+	next.Owner = &owner
+	f, err := spoofFilter(&next)
+	if err != nil {
+		return nil, err
+	}
+	old := p.Owner
+	p.Owner = &owner
+	if err := m.store.Save(m.st); err != nil {
+		p.Owner = old
+		return nil, err
+	}
+	if l := m.links[p.Unit]; l != nil {
+		l.Pair.A.SetSpoofFilter(f)
+	}
+	slog.Info("pair addresses set", "unit", p.Unit, "ips", ips)
+	return m.describe(p), nil
 }
 
 // startOptions are the datapath options for p: the daemon's, with p's

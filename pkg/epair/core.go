@@ -216,8 +216,14 @@ func (e *End) SetUp(up bool) { e.up.Store(up) }
 // its TAP is attached and forwarding.
 func (e *End) SetRunning(r bool) { e.run.Store(r) }
 
-// SetMTU sets the MTU the MTU rule checks frames sent by this End against.
-func (e *End) SetMTU(mtu int) { e.mtu.Store(int32(mtu)) }
+// SetMTU sets the MTU the MTU rule checks frames sent by this End against
+// (and so the largest frame a shaped peer's queue must take).
+func (e *End) SetMTU(mtu int) {
+	e.mtu.Store(int32(mtu))
+	if e.peer != nil && e.peer.shaper.Load() != nil {
+		e.peer.setWireLimits()
+	}
+}
 
 // SetSpoofFilter turns anti-spoofing on for the frames this End sends
 // (with f) or off (nil). The daemon sets it on the a end, the pod's.
@@ -317,9 +323,12 @@ func (e *End) menq(f *Frame) {
 	if wake {
 		q.state = waking
 	}
-	full := len(q.frames) >= q.limit || q.overBytes(f.Cap())
+	full := len(q.frames) >= q.limit || q.overWire(int(n)) || q.overBytes(f.Cap())
 	if !full {
 		q.frames = append(q.frames, f)
+		if q.wireLimit > 0 {
+			q.wire += int(n)
+		}
 	}
 	q.mu.Unlock()
 
@@ -390,6 +399,7 @@ func (e *End) drain() {
 			q.end.core.queued.Add(int64(-q.bytes))
 			q.bytes = 0
 		}
+		q.wire = 0
 		q.mu.Unlock()
 		for _, f := range frames {
 			f.Release()

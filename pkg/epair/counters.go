@@ -41,7 +41,7 @@ type Stats struct {
 	DropDown      uint64 `json:"drop_down"`
 	DropQueueFull uint64 `json:"drop_queue_full"`
 	DropShaped    uint64 `json:"drop_shaped"`
-	// SpoofMAC, SpoofIP, SpoofARP, SpoofNDP and SpoofVLAN count frames
+	// SpoofMAC, SpoofIP, SpoofARP, SpoofNDP, SpoofVLAN and SpoofRA count frames
 	// this End sent that its anti-spoofing filter dropped, by reason (see
 	// SpoofReason). They are not in OErrors: the frame was well formed,
 	// only not the pod's to send.
@@ -50,6 +50,7 @@ type Stats struct {
 	SpoofARP  uint64 `json:"spoof_arp"`
 	SpoofNDP  uint64 `json:"spoof_ndp"`
 	SpoofVLAN uint64 `json:"spoof_vlan"`
+	SpoofRA   uint64 `json:"spoof_ra"`
 }
 
 // Drop returns the count of drops for reason r.
@@ -80,13 +81,15 @@ func (s *Stats) dropField(r DropReason) *uint64 {
 		return &s.SpoofNDP
 	case DropSpoofVLAN:
 		return &s.SpoofVLAN
+	case DropSpoofRA:
+		return &s.SpoofRA
 	}
 	return nil
 }
 
 // Spoofed returns the frames the anti-spoofing filter dropped, all reasons.
 func (s *Stats) Spoofed() uint64 {
-	return s.SpoofMAC + s.SpoofIP + s.SpoofARP + s.SpoofNDP + s.SpoofVLAN
+	return s.SpoofMAC + s.SpoofIP + s.SpoofARP + s.SpoofNDP + s.SpoofVLAN + s.SpoofRA
 }
 
 func (c *counters) snapshot() Stats {

@@ -20,7 +20,7 @@ const (
 	// DropShaped: like DropQueueFull, at a shaped peer whose queue is full
 	// of frames waiting for tokens (OQDrops).
 	DropShaped
-	// DropSpoofMAC .. DropSpoofVLAN: the anti-spoofing filter, by
+	// DropSpoofMAC .. DropSpoofRA: the anti-spoofing filter, by
 	// SpoofReason (not in OErrors: the frame was well formed, only not the
 	// pod's to send).
 	DropSpoofMAC
@@ -28,6 +28,7 @@ const (
 	DropSpoofARP
 	DropSpoofNDP
 	DropSpoofVLAN
+	DropSpoofRA
 	// NumDropReasons is the number of reasons.
 	NumDropReasons
 )
@@ -42,6 +43,7 @@ var dropNames = [NumDropReasons]string{
 	DropSpoofARP:  "spoof_arp",
 	DropSpoofNDP:  "spoof_ndp",
 	DropSpoofVLAN: "spoof_vlan",
+	DropSpoofRA:   "spoof_ra",
 }
 
 // String returns the reason's counter name, e.g. "drop_mtu" or "spoof_ip".

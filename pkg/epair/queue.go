@@ -29,6 +29,10 @@ type queue struct {
 	limit     int
 	byteLimit int // 0: no byte bound
 	end       *End
+	// wire is the frame bytes (virtio-net headers not counted) queued in a
+	// shaped queue, bounded by wireLimit (Shaper.QueueBytes); both are 0
+	// while unshaped.
+	wire, wireLimit int
 	// timer re-flushes a shaped queue once its head frame's tokens are
 	// there; made on first use, armed only while the queue is WAKING.
 	timer timer

@@ -13,6 +13,16 @@ import (
 // tokens are wasted by a full bucket while frames wait.
 const maxTimerSlack = time.Millisecond
 
+// ShapedQueueLatency bounds how long frames wait in a shaped End's queue:
+// the reference bandwidth plugin gives its tbf qdisc a latency of 25 ms
+// (limit = rate × latency + burst bytes), so a slow pod's queue holds that
+// much, not --queue-bytes (8 MiB are 64 s at 1 Mbit/s).
+const ShapedQueueLatency = 25 * time.Millisecond
+
+// maxShapedQueueBytes keeps QueueBytes an int for any rate NewShaper takes
+// (the daemon's bounds give at most 7.4e9).
+const maxShapedQueueBytes = 1 << 40
+
 // ErrShaperConfig is returned by NewShaper for a rate without a burst (or
 // the reverse): the bucket would never hold a frame's tokens.
 var ErrShaperConfig = errors.New("shaping needs both a rate and a burst greater than 0")
@@ -93,6 +103,17 @@ func (s *Shaper) take(bits float64) (time.Duration, bool) {
 	return max(wait+slack, 1), false
 }
 
+// QueueBytes returns the frame bytes a queue shaped by s may hold: rate ×
+// ShapedQueueLatency + burst, as tbf's limit; at most byteLimit (when not
+// 0) and at least maxFrame, so that the largest frame always fits.
+func (s *Shaper) QueueBytes(maxFrame, byteLimit int) int {
+	lim := min(s.rate*ShapedQueueLatency.Seconds()/8+s.burst/8, maxShapedQueueBytes)
+	if byteLimit > 0 {
+		lim = min(lim, float64(byteLimit))
+	}
+	return int(max(lim, float64(maxFrame)))
+}
+
 // seconds returns how long the bucket takes to earn bits.
 func (s *Shaper) seconds(bits float64) time.Duration {
 	return time.Duration(bits / s.rate * float64(time.Second))
@@ -111,7 +132,7 @@ func frameBits(data []byte) float64 {
 // until the first one left may go. It returns the buffer bytes taken out.
 // Called with q.mu held.
 func (q *queue) takeShaped(s *Shaper) (batch []*Frame, bytes int, wait time.Duration) {
-	n := 0
+	n, wire := 0, 0
 	s.mu.Lock()
 	s.refill(s.clk.now())
 	for ; n < len(q.frames); n++ {
@@ -121,8 +142,10 @@ func (q *queue) takeShaped(s *Shaper) (batch []*Frame, bytes int, wait time.Dura
 			break
 		}
 		bytes += q.frames[n].Cap()
+		wire += len(q.frames[n].Data) - VnetHdrLen
 	}
 	s.mu.Unlock()
+	q.wire = max(q.wire-wire, 0)
 	batch = append(q.spare[:0], q.frames[:n]...)
 	rest := copy(q.frames, q.frames[n:])
 	clear(q.frames[rest:])
@@ -149,8 +172,39 @@ func (q *queue) release() { q.end.core.dispatch(q) }
 
 // SetShaper paces the frames delivered to this End (nil: no shaping). The
 // daemon sets the pod's egress on the b end (frames the pod sends are
-// queued there) and its ingress on the a end.
-func (e *End) SetShaper(s *Shaper) { e.shaper.Store(s) }
+// queued there) and its ingress on the a end. A shaped End's queues hold
+// at most s.QueueBytes frame bytes each (beyond which frames are dropped
+// as DropShaped); an empty queue still takes one frame of any size.
+func (e *End) SetShaper(s *Shaper) {
+	e.shaper.Store(s)
+	e.setWireLimits()
+}
+
+// setWireLimits sets every queue's frame-byte bound from the End's
+// shaper (0: none) and the MTU its peer sends with, and recounts the frame
+// bytes already queued, which unshaped queues do not keep.
+func (e *End) setWireLimits() {
+	s := e.shaper.Load()
+	for i := range e.queues {
+		q := &e.queues[i]
+		q.mu.Lock()
+		q.wireLimit, q.wire = 0, 0
+		if s != nil {
+			q.wireLimit = s.QueueBytes(e.peer.MTU()+EtherVLANHdrLen, q.byteLimit)
+			for _, f := range q.frames {
+				q.wire += len(f.Data) - VnetHdrLen
+			}
+		}
+		q.mu.Unlock()
+	}
+}
+
+// overWire reports whether n more frame bytes would take a shaped queue
+// over its bound; unshaped (wireLimit 0) it costs one comparison. Called
+// with q.mu held.
+func (q *queue) overWire(n int) bool {
+	return q.wireLimit > 0 && len(q.frames) > 0 && q.wire+n > q.wireLimit
+}
 
 // Shaper returns the End's token bucket, nil when unshaped.
 func (e *End) Shaper() *Shaper { return e.shaper.Load() }

@@ -130,27 +130,32 @@ func TestNewShaperNeedsRateAndBurst(t *testing.T) {
 }
 
 func TestShaperHonoursRateOverASecond(t *testing.T) {
-	// 10 Mbit/s: 1000 frames a second after a burst of 4.
+	// 10 Mbit/s: 1000 frames a second after a burst of 4, offered at twice
+	// the rate; what the latency-bounded queue cannot hold is dropped.
 	p, rb, fc := shapedPair(t, Config{Policy: Direct}, 10_000_000, 4*frameOfBits)
-	send(t, p, 0, 2000)
-	fc.advance(time.Second, 100*time.Microsecond)
+	for ms := 0; ms < 1000; ms++ {
+		send(t, p, 2*ms, 2)
+		fc.advance(time.Millisecond, 100*time.Microsecond)
+	}
 	got := len(rb.ids()) - 4
 	if got < 980 || got > 1020 {
 		t.Fatalf("%d frames after the burst in a second, want 1000 ±2%%", got)
 	}
-	if st := p.A.Stats(); st.OQDrops != 0 {
-		t.Fatalf("%d drops with room in the queue", st.OQDrops)
+	st := p.A.Stats()
+	if st.OQDrops != st.DropShaped || st.OQDrops+uint64(len(rb.ids())+p.B.QueueLen()) != 2000 {
+		t.Fatalf("of 2000 frames %d delivered, %d queued, %d dropped (%d shaped): want them to add up, all shaped",
+			len(rb.ids()), p.B.QueueLen(), st.OQDrops, st.DropShaped)
 	}
 }
 
 func TestShaperHonoursBurst(t *testing.T) {
 	p, rb, fc := shapedPair(t, Config{Policy: Direct}, 1_000_000, 5*frameOfBits)
-	send(t, p, 0, 20)
+	send(t, p, 0, 12)
 	if n := len(rb.ids()); n != 5 {
 		t.Fatalf("%d frames delivered at once, want the burst of 5", n)
 	}
-	if n := p.B.QueueLen(); n != 15 {
-		t.Fatalf("%d frames wait, want 15", n)
+	if n := p.B.QueueLen(); n != 7 {
+		t.Fatalf("%d frames wait, want 7", n)
 	}
 	if fc.armed() != 1 {
 		t.Fatalf("%d timers armed, want 1", fc.armed())
@@ -191,7 +196,9 @@ func TestShaperChargesGSOWireBytes(t *testing.T) {
 }
 
 func TestShapedFullQueueDrops(t *testing.T) {
-	p, rb, _ := shapedPair(t, Config{Policy: Direct, QueueLen: 8}, 1_000_000, frameOfBits)
+	// At 100 Mbit/s the latency bound (about 250 frames) is not what
+	// stops the queue: its length is.
+	p, rb, _ := shapedPair(t, Config{Policy: Direct, QueueLen: 8}, 100_000_000, frameOfBits)
 	send(t, p, 0, 20)
 	if n := len(rb.ids()); n != 1 {
 		t.Fatalf("%d delivered, want 1", n)
@@ -221,7 +228,7 @@ func TestShapedIdlePairArmsNoTimer(t *testing.T) {
 }
 
 func TestShaperKeepsOrder(t *testing.T) {
-	p, rb, fc := shapedPair(t, Config{Policy: Direct}, 10_000_000, 2*frameOfBits)
+	p, rb, fc := shapedPair(t, Config{Policy: Direct}, 100_000_000, 2*frameOfBits)
 	for i := 0; i < 10; i++ {
 		send(t, p, i*30, 30)
 		fc.advance(7*time.Millisecond, 100*time.Microsecond)
@@ -238,21 +245,23 @@ func TestShaperKeepsOrder(t *testing.T) {
 	}
 }
 
-// TestShaperRealTimer runs the real timer through both policies: 50 frames
-// of 10 kbit at 8 Mbit/s after a burst of 10 take about 50 ms.
+// TestShaperRealTimer runs the real timer through both policies: 40 frames
+// of 10 kbit at 8 Mbit/s with a burst of 20 take about 25 ms. They all fit
+// the queue (25 ms of the rate plus the burst are 40 frames), even when
+// the deferred policy queues the burst too.
 func TestShaperRealTimer(t *testing.T) {
 	forPolicies(t, func(t *testing.T, pol Policy) {
 		_, p, _, rb := newTestPair(t, Config{Policy: pol})
-		s, err := NewShaper(8_000_000, 10*frameOfBits)
+		s, err := NewShaper(8_000_000, 20*frameOfBits)
 		if err != nil {
 			t.Fatal(err)
 		}
 		p.B.SetShaper(s)
 		start := time.Now()
-		send(t, p, 0, 60)
-		rb.waitN(t, 60)
-		if d := time.Since(start); d < 45*time.Millisecond || d > 100*time.Millisecond {
-			t.Fatalf("took %v, want about 50 ms", d)
+		send(t, p, 0, 40)
+		rb.waitN(t, 40)
+		if d := time.Since(start); d < 22*time.Millisecond || d > 75*time.Millisecond {
+			t.Fatalf("took %v, want about 25 ms", d)
 		}
 	})
 }
@@ -263,6 +272,88 @@ func TestCloseStopsShapedTimer(t *testing.T) {
 	p.Close()
 	if fc.armed() != 0 {
 		t.Fatal("timer still armed after Close")
+	}
+}
+
+func TestShapedQueueBytes(t *testing.T) {
+	for _, c := range []struct {
+		rate, burst         uint64
+		maxFrame, byteLimit int
+		want                int
+	}{
+		{1_000_000, 10_000, 1518, DefaultQueueBytes, 3125 + 1250}, // tbf's limit
+		{10_000_000, 100_000, 1518, DefaultQueueBytes, 31250 + 12500},
+		{1_000, 8, 1518, DefaultQueueBytes, 1518},                              // never below one frame
+		{100_000_000_000, 1 << 30, 1518, DefaultQueueBytes, DefaultQueueBytes}, // never above --queue-bytes
+		{100_000_000_000, 8, 1518, 0, 312_500_001},                             // no byte bound
+		{1 << 62, 1 << 62, 1518, 0, 1 << 40},                                   // an int, whatever the rate
+	} {
+		s, _ := NewShaper(c.rate, c.burst)
+		if got := s.QueueBytes(c.maxFrame, c.byteLimit); got != c.want {
+			t.Errorf("QueueBytes(%d bit/s, %d bits, frame %d, bound %d) = %d, want %d",
+				c.rate, c.burst, c.maxFrame, c.byteLimit, got, c.want)
+		}
+	}
+}
+
+// TestShapedQueueBoundedByLatency: at 1 Mbit/s with a burst of one frame
+// the queue holds 25 ms of the rate plus the burst (4375 bytes: 3 frames
+// of 1250), not --queue-bytes; the rest is dropped as shaped, and the last
+// frame queued leaves within those 35 ms.
+func TestShapedQueueBoundedByLatency(t *testing.T) {
+	p, rb, fc := shapedPair(t, Config{Policy: Direct}, 1_000_000, frameOfBits)
+	send(t, p, 0, 100)
+	if n, q := len(rb.ids()), p.B.QueueLen(); n != 1 || q != 3 {
+		t.Fatalf("%d delivered, %d queued; want the burst of 1 and 3 queued", n, q)
+	}
+	st := p.A.Stats()
+	if st.DropShaped != 96 || st.OQDrops != 96 || st.DropQueueFull != 0 {
+		t.Fatalf("drop_shaped %d, oqdrops %d, drop_queue_full %d; want 96, 96, 0", st.DropShaped, st.OQDrops, st.DropQueueFull)
+	}
+	fc.advance(36*time.Millisecond, 100*time.Microsecond)
+	if n := len(rb.ids()); n != 4 {
+		t.Fatalf("%d delivered after 36 ms, want all 4", n)
+	}
+	// Drained, it takes frames again.
+	send(t, p, 100, 1)
+	if q := p.B.QueueLen(); q != 1 {
+		t.Fatalf("%d queued after draining, want 1", q)
+	}
+}
+
+// TestShapedQueueTakesOneLargeFrame: an empty shaped queue takes a GSO
+// super-frame far above its bound; nothing more goes in behind it.
+func TestShapedQueueTakesOneLargeFrame(t *testing.T) {
+	p, _, _ := shapedPair(t, Config{Policy: Direct}, 1_000_000, frameOfBits)
+	send(t, p, 0, 1) // spends the burst
+	if err := p.A.Transmit(gsoFrame(40*1448, 1448)); err != nil {
+		t.Fatal(err)
+	}
+	send(t, p, 1, 1)
+	if q, st := p.B.QueueLen(), p.A.Stats(); q != 1 || st.DropShaped != 1 {
+		t.Fatalf("%d queued, %d dropped as shaped; want the super-frame queued and the frame after it dropped", q, st.DropShaped)
+	}
+}
+
+// TestShapedQueueBoundFollows: the bound follows the peer's MTU (the
+// largest frame it sends), and goes with the shaper.
+func TestShapedQueueBoundFollows(t *testing.T) {
+	p, _, _ := shapedPair(t, Config{Policy: Direct}, 1_000, 8)
+	q := &p.B.queues[0]
+	if q.wireLimit != 1500+EtherVLANHdrLen {
+		t.Fatalf("bound %d, want one frame of MTU 1500", q.wireLimit)
+	}
+	p.A.SetMTU(9000)
+	if q.wireLimit != 9000+EtherVLANHdrLen {
+		t.Fatalf("bound %d after MTU 9000, want %d", q.wireLimit, 9000+EtherVLANHdrLen)
+	}
+	send(t, p, 0, 3) // one goes, two wait
+	if q.wire != 2*1250 {
+		t.Fatalf("%d frame bytes counted for 2 queued frames of 1250", q.wire)
+	}
+	p.B.SetShaper(nil)
+	if q.wireLimit != 0 || q.wire != 0 {
+		t.Fatalf("unshaped: bound %d, counted %d; want 0 and 0", q.wireLimit, q.wire)
 	}
 }
 

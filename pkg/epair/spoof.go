@@ -28,6 +28,10 @@ const (
 	// SpoofVLAN: the frame carries an 802.1Q or 802.1ad tag; a pod sits on
 	// an access port and has no business tagging.
 	SpoofVLAN
+	// SpoofRA: an ICMPv6 router advertisement or redirect, or an ICMPv4
+	// redirect: a pod is no router, and these would move its neighbours'
+	// (or the host's) routes to it.
+	SpoofRA
 	numSpoofReasons
 )
 
@@ -37,19 +41,25 @@ const (
 	arpLen       = 28 // ARP for Ethernet and IPv4
 	arpOpRequest = 1
 
+	protoICMP   = 1
 	protoICMPv6 = 58
 
-	icmpv6NS     = 135
-	icmpv6NA     = 136
-	ndpMsgLen    = 24 // type, code, checksum, flags/reserved, target
-	ndpOptSrcLL  = 1
-	ndpOptTgtLL  = 2
-	dhcpClient   = 68
-	dhcpServer   = 67
-	ipv4SrcOff   = 12
-	ipv6SrcOff   = 8
-	ipv6AddrLen  = 16
-	etherAddrLen = 6
+	icmpRedirect     = 5
+	icmpv6RA         = 134
+	icmpv6NS         = 135
+	icmpv6NA         = 136
+	icmpv6Redirect   = 137
+	ipv4FragOffMask  = 0x1fff
+	ipv4FragFieldOff = 6
+	ndpMsgLen        = 24 // type, code, checksum, flags/reserved, target
+	ndpOptSrcLL      = 1
+	ndpOptTgtLL      = 2
+	dhcpClient       = 68
+	dhcpServer       = 67
+	ipv4SrcOff       = 12
+	ipv6SrcOff       = 8
+	ipv6AddrLen      = 16
+	etherAddrLen     = 6
 )
 
 // SpoofFilter is the anti-spoofing filter of the End a pod sends from: it
@@ -137,16 +147,34 @@ func (f *SpoofFilter) allowed6(a netip.Addr) bool {
 
 // checkIPv4 allows the pod's addresses, and 0.0.0.0 only for DHCP (UDP
 // from port 68 to 67), the one thing a host sends before it has an address.
+// ICMP redirects are dropped whatever their source.
 func (f *SpoofFilter) checkIPv4(eth []byte) SpoofReason {
 	info, ok := parseIPv4(eth, EtherHdrLen)
 	if !ok {
 		return SpoofIP
 	}
 	src := netip.AddrFrom4([4]byte(eth[info.l3+ipv4SrcOff:]))
-	if f.allowed(src) || (src.IsUnspecified() && isDHCPClient(eth, info)) {
-		return SpoofNone
+	if !f.allowed(src) && !(src.IsUnspecified() && isDHCPClient(eth, info)) {
+		return SpoofIP
 	}
-	return SpoofIP
+	// The ICMP type is in the fragment at offset 0 only; the kernel drops
+	// overlapping fragments, so a later one cannot rewrite it.
+	if info.proto == protoICMP && binary.BigEndian.Uint16(eth[info.l3+ipv4FragFieldOff:])&ipv4FragOffMask == 0 {
+		return checkICMPv4(eth[info.l4:])
+	}
+	return SpoofNone
+}
+
+// checkICMPv4 drops redirects, and a first fragment too short to show its
+// type, which could be one.
+func checkICMPv4(icmp []byte) SpoofReason {
+	switch {
+	case len(icmp) < 1:
+		return SpoofIP
+	case icmp[0] == icmpRedirect:
+		return SpoofRA
+	}
+	return SpoofNone
 }
 
 func isDHCPClient(eth []byte, info ipInfo) bool {
@@ -159,33 +187,44 @@ func isDHCPClient(eth []byte, info ipInfo) bool {
 
 // checkIPv6 allows the pod's addresses and its link-local, and :: only for
 // ICMPv6: DAD's neighbor solicitations and the MLD reports sent before the
-// link-local address is ready (RFC 3590). NDP messages are then checked
-// for what they claim.
+// link-local address is ready (RFC 3590). ICMPv6 messages are then checked
+// for what they claim. A packet whose extension headers hide the transport
+// header (cut short, or a chain longer than the walk) is dropped: it could
+// hide any of them.
 func (f *SpoofFilter) checkIPv6(eth []byte) SpoofReason {
 	info, ok := parseIPv6(eth, EtherHdrLen)
-	if !ok {
+	if !ok || !info.l4ok {
 		return SpoofIP
 	}
 	src := netip.AddrFrom16([16]byte(eth[info.l3+ipv6SrcOff:]))
-	icmp := info.l4ok && info.proto == protoICMPv6
+	icmp := info.proto == protoICMPv6
 	if !f.allowed6(src) && !(src.IsUnspecified() && icmp) {
 		return SpoofIP
 	}
-	// NDP is never fragmented (RFC 6980: receivers drop such messages),
-	// and a later fragment's bytes are no ICMPv6 header to judge.
+	// NDP, router advertisements and redirects included, is never
+	// fragmented (RFC 6980: receivers drop such messages), and a later
+	// fragment's bytes are no ICMPv6 header to judge.
 	if icmp && !info.frag {
-		return f.checkNDP(eth[info.l4:])
+		return f.checkICMPv6(eth[info.l4:])
 	}
 	return SpoofNone
 }
 
-// checkNDP checks an ICMPv6 message: an advertisement must be for one of
-// the pod's addresses, and the link-layer address options of solicitations
-// and advertisements must carry the pod's MAC. A solicitation's target is
-// the address asked about, anyone's, so it is not checked. Other ICMPv6
-// messages pass.
-func (f *SpoofFilter) checkNDP(icmp []byte) SpoofReason {
-	if len(icmp) < 1 || (icmp[0] != icmpv6NS && icmp[0] != icmpv6NA) {
+// checkICMPv6 checks an ICMPv6 message: router advertisements and
+// redirects are dropped; an advertisement must be for one of the pod's
+// addresses, and the link-layer address options of solicitations and
+// advertisements must carry the pod's MAC. A solicitation's target is the
+// address asked about, anyone's, so it is not checked. Other ICMPv6
+// messages (router solicitations among them) pass.
+func (f *SpoofFilter) checkICMPv6(icmp []byte) SpoofReason {
+	if len(icmp) < 1 {
+		return SpoofNone
+	}
+	switch icmp[0] {
+	case icmpv6RA, icmpv6Redirect:
+		return SpoofRA
+	case icmpv6NS, icmpv6NA:
+	default:
 		return SpoofNone
 	}
 	if len(icmp) < ndpMsgLen {

@@ -48,6 +48,30 @@ func ipv4UDP(src, dst netip.Addr, sport, dport uint16) []byte {
 	return b
 }
 
+// ipv4ICMP builds an IPv4 ICMP message of type typ (8 bytes), with the
+// fragment field frag (flags and offset).
+func ipv4ICMP(src, dst netip.Addr, typ uint8, frag uint16) []byte {
+	b := make([]byte, 28)
+	b[0], b[9] = 0x45, protoICMP
+	binary.BigEndian.PutUint16(b[2:], 28)
+	binary.BigEndian.PutUint16(b[6:], frag)
+	copy(b[12:16], src.AsSlice())
+	copy(b[16:20], dst.AsSlice())
+	b[20] = typ
+	return b
+}
+
+// destOpts prepends n empty destination options headers (8 bytes each)
+// to a payload of protocol next, and returns the chain and its first
+// header's protocol.
+func destOpts(n int, next uint8, payload []byte) (uint8, []byte) {
+	for ; n > 0; n-- {
+		payload = append([]byte{next, 0, 1, 4, 0, 0, 0, 0}, payload...)
+		next = protoDestOpts
+	}
+	return next, payload
+}
+
 // ipv6 builds an IPv6 packet carrying payload as protocol next.
 func ipv6(src, dst netip.Addr, next uint8, payload []byte) []byte {
 	b := make([]byte, ipv6HdrLen, ipv6HdrLen+len(payload))
@@ -99,6 +123,12 @@ func spoofCases() []spoofCase {
 	icmp6 := func(src, dst netip.Addr, m []byte) []byte { return eth6(ipv6(src, dst, protoICMPv6, m)) }
 	vlan := ether(podMAC, gwMAC, etherTypeVLAN, append([]byte{0, 5, 0x08, 0}, ipv4UDP(podIP4, gw4, 1, 2)...))
 	echo := []byte{128, 0, 0, 0, 0, 1, 0, 1}
+	ra := append([]byte{icmpv6RA, 0, 0, 0, 64, 0, 0x07, 0x08}, make([]byte, 8)...)
+	redirect6 := append([]byte{icmpv6Redirect, 0, 0, 0, 0, 0, 0, 0}, append(gw6.AsSlice(), victim6.AsSlice()...)...)
+	rs := []byte{133, 0, 0, 0, 0, 0, 0, 0}
+	allNodes := netip.MustParseAddr("ff02::1")
+	hiddenNext, hiddenRA := destOpts(1, protoICMPv6, ra)
+	longNext, longChain := destOpts(maxIPv6ExtHeaders+1, protoICMPv6, ra)
 	return []spoofCase{
 		// IPv4
 		{"ipv4 honest", eth4(podMAC, ipv4UDP(podIP4, gw4, 1000, 53)), SpoofNone},
@@ -140,6 +170,19 @@ func spoofCases() []spoofCase {
 		{"arp forged sender MAC", ethARP(arp(2, otherMAC, podIP4, gw4)), SpoofARP},
 		{"arp cut short", ethARP(arp(1, podMAC, podIP4, gw4)[:27]), SpoofARP},
 		{"arp not IPv4", ethARP(append([]byte{0, 1, 0x86, 0xdd, 6, 16}, make([]byte, 22)...)), SpoofARP},
+		// Router advertisements and redirects
+		{"RA from link-local", icmp6(podLL, allNodes, ra), SpoofRA},
+		{"RA from ::", icmp6(any6, allNodes, ra), SpoofRA},
+		{"RA behind a destination options header", eth6(ipv6(podLL, allNodes, hiddenNext, hiddenRA)), SpoofRA},
+		{"RA behind too long an extension chain", eth6(ipv6(podLL, allNodes, longNext, longChain)), SpoofIP},
+		{"ICMPv6 redirect", icmp6(podLL, otherLL, redirect6), SpoofRA},
+		{"router solicitation honest", icmp6(podLL, netip.MustParseAddr("ff02::2"), rs), SpoofNone},
+		{"ICMPv4 echo honest", eth4(podMAC, ipv4ICMP(podIP4, gw4, 8, 0)), SpoofNone},
+		{"ICMPv4 redirect", eth4(podMAC, ipv4ICMP(podIP4, victim4, icmpRedirect, 0)), SpoofRA},
+		{"ICMPv4 redirect, first fragment", eth4(podMAC, ipv4ICMP(podIP4, victim4, icmpRedirect, 0x2000)), SpoofRA},
+		{"ICMPv4 later fragment", eth4(podMAC, ipv4ICMP(podIP4, victim4, icmpRedirect, 0x2001)), SpoofNone},
+		{"ICMPv4 redirect from the victim", eth4(podMAC, ipv4ICMP(victim4, gw4, icmpRedirect, 0)), SpoofIP},
+		{"ICMPv4 cut before its type", eth4(podMAC, ipv4ICMP(podIP4, gw4, 8, 0)[:20]), SpoofIP},
 	}
 }
 
@@ -194,7 +237,7 @@ func TestTransmitDropsSpoofedAndCountsByReason(t *testing.T) {
 	}
 	s := p.A.Stats()
 	got := map[SpoofReason]uint64{SpoofNone: s.OPackets, SpoofMAC: s.SpoofMAC,
-		SpoofIP: s.SpoofIP, SpoofARP: s.SpoofARP, SpoofNDP: s.SpoofNDP, SpoofVLAN: s.SpoofVLAN}
+		SpoofIP: s.SpoofIP, SpoofARP: s.SpoofARP, SpoofNDP: s.SpoofNDP, SpoofVLAN: s.SpoofVLAN, SpoofRA: s.SpoofRA}
 	for r := SpoofNone; r < numSpoofReasons; r++ {
 		if got[r] != want[r] {
 			t.Errorf("reason %d: counted %d, want %d", r, got[r], want[r])
