@@ -79,7 +79,7 @@ demo: deps build cni-plugins bin/tools/cnitool
 # table and writes BENCHMARKS.md. About 10 minutes on 2 cores (with the restart rows). Knobs: SECS,
 # REPS, PAIRS, IDLE_SECS, CNI_N, CNI_PAR, EPAIR_DAEMON_ARGS (see the script).
 # Not root: the Go benchmarks only.
-bench: build cni-plugins
+bench: deps build cni-plugins
 	@if [ "$$(id -u)" -eq 0 ]; then \
 		EPAIR_CNI_PLUGINS=$(CURDIR)/bin/cni hack/bench/run.sh $(BIN); \
 	else \

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/epair-cni/epair/e2e/harness"
 )
@@ -30,8 +31,7 @@ const (
 func TestShaping(t *testing.T) {
 	eachPlacement(t, func(t *testing.T, pl placement) {
 		e := newEnv(t, pl, false)
-		caps := map[string]any{"capabilities": map[string]any{"bandwidth": true}}
-		list := e.list(t, netw{name: "shape", epair: caps})
+		list := e.list(t, netw{name: "shape", epair: bandwidthCaps})
 		p := e.pod(t)
 		rt := harness.RuntimeConf(newID(t), p, "eth0")
 		rt.CapabilityArgs = map[string]any{"bandwidth": map[string]any{
@@ -152,6 +152,35 @@ func download(t *testing.T, host, pod ns.NetNS) time.Duration {
 	return time.Since(start)
 }
 
+// bandwidthCaps is the epair entry of a conflist that takes runtime
+// bandwidth, as the agent writes it.
+var bandwidthCaps = map[string]any{"capabilities": map[string]any{"bandwidth": true}}
+
+// shapedPod adds a pod through list shaped at rate bit/s both ways, with a
+// burst of 10 ms of the rate.
+func (e *env) shapedPod(t *testing.T, list *libcni.NetworkConfigList, rate uint64) ns.NetNS {
+	t.Helper()
+	p := e.pod(t)
+	rt := harness.RuntimeConf(newID(t), p, "eth0")
+	rt.CapabilityArgs = map[string]any{"bandwidth": map[string]any{
+		"ingressRate": rate, "ingressBurst": rate / 100, "egressRate": rate, "egressBurst": rate / 100,
+	}}
+	if _, err := e.tryAdd(t, list, rt, p); err != nil {
+		t.Fatalf("ADD of a pod shaped at %d bit/s: %v", rate, err)
+	}
+	return p
+}
+
+// iperfServer starts a one-shot iperf3 server on the host's gateway
+// address and returns its port.
+func iperfServer(t *testing.T, host ns.NetNS, port int) string {
+	t.Helper()
+	p := strconv.Itoa(port)
+	harness.MustRun(t, host, "iperf3", "-s", "-1", "-D", "-B", gw4, "-p", p)
+	time.Sleep(200 * time.Millisecond) // -D returns before it listens
+	return p
+}
+
 // TestShapingAccuracyIperf measures iperf3 TCP (one stream, 5 s) through a
 // pod shaped at 1, 10, 100 and 1000 Mbit/s, both ways, with a burst of
 // 10 ms of the rate, and logs measured/configured (measured in frame bytes,
@@ -164,24 +193,14 @@ func TestShapingAccuracyIperf(t *testing.T) {
 		t.Skip("set EPAIR_MEASURE=1 to measure")
 	}
 	e := newEnv(t, placements[0], false)
-	caps := map[string]any{"capabilities": map[string]any{"bandwidth": true}}
-	list := e.list(t, netw{name: "shapeperf", epair: caps})
+	list := e.list(t, netw{name: "shapeperf", epair: bandwidthCaps})
 	for i, mbit := range shapeRates(t) {
 		rate := mbit * 1_000_000
-		p := e.pod(t)
-		rt := harness.RuntimeConf(newID(t), p, "eth0")
-		rt.CapabilityArgs = map[string]any{"bandwidth": map[string]any{
-			"ingressRate": rate, "ingressBurst": rate / 100, "egressRate": rate, "egressBurst": rate / 100,
-		}}
-		if _, err := e.tryAdd(t, list, rt, p); err != nil {
-			t.Fatalf("ADD: %v", err)
-		}
+		p := e.shapedPod(t, list, rate)
 		setCC(t, "", e.host, p)
 		for _, dir := range []string{"egress", "ingress"} {
 			// A port per run: a -1 server may still hold the last one.
-			port := strconv.Itoa(15201 + 2*i + len(dir)%2)
-			harness.MustRun(t, e.host, "iperf3", "-s", "-1", "-D", "-B", gw4, "-p", port)
-			time.Sleep(200 * time.Millisecond)
+			port := iperfServer(t, e.host, 15201+2*i+len(dir)%2)
 			args := []string{"iperf3", "-c", gw4, "-p", port, "-t", "5", "-J"}
 			if dir == "ingress" {
 				args = append(args, "-R")
@@ -192,6 +211,9 @@ func TestShapingAccuracyIperf(t *testing.T) {
 					SumReceived struct {
 						BitsPerSecond float64 `json:"bits_per_second"`
 					} `json:"sum_received"`
+					SumSent struct {
+						Retransmits int `json:"retransmits"`
+					} `json:"sum_sent"`
 				} `json:"end"`
 			}
 			if err := json.Unmarshal([]byte(out), &res); err != nil {
@@ -200,8 +222,8 @@ func TestShapingAccuracyIperf(t *testing.T) {
 			// iperf3 counts TCP payload; the bucket charges whole frames:
 			// 1448 bytes of payload in 1514 (MSS 1448 with timestamps).
 			ratio := res.End.SumReceived.BitsPerSecond / float64(rate) * 1514 / 1448
-			t.Logf("%4d Mbit/s %-7s: measured %.2f Mbit/s goodput, measured/configured %.3f in frame bytes",
-				mbit, dir, res.End.SumReceived.BitsPerSecond/1e6, ratio)
+			t.Logf("%4d Mbit/s %-7s: measured %.2f Mbit/s goodput, measured/configured %.3f in frame bytes, %d retransmits",
+				mbit, dir, res.End.SumReceived.BitsPerSecond/1e6, ratio, res.End.SumSent.Retransmits)
 			if ratio < 0.9 || ratio > 1.1 {
 				t.Errorf("%d Mbit/s %s: measured/configured %.3f, want within ±10 %%", mbit, dir, ratio)
 			}
@@ -225,21 +247,11 @@ func TestShapedQueueLatency(t *testing.T) {
 	}
 	const rate = 10_000_000
 	e := newEnv(t, placements[0], false)
-	caps := map[string]any{"capabilities": map[string]any{"bandwidth": true}}
-	list := e.list(t, netw{name: "shapelat", epair: caps})
-	p := e.pod(t)
-	rt := harness.RuntimeConf(newID(t), p, "eth0")
-	rt.CapabilityArgs = map[string]any{"bandwidth": map[string]any{
-		"ingressRate": rate, "ingressBurst": rate / 100, "egressRate": rate, "egressBurst": rate / 100,
-	}}
-	if _, err := e.tryAdd(t, list, rt, p); err != nil {
-		t.Fatalf("ADD: %v", err)
-	}
+	list := e.list(t, netw{name: "shapelat", epair: bandwidthCaps})
+	p := e.shapedPod(t, list, rate)
 	setCC(t, "reno", e.host, p)
 	for i, dir := range []string{"egress", "ingress"} {
-		port := strconv.Itoa(15301 + i)
-		harness.MustRun(t, e.host, "iperf3", "-s", "-1", "-D", "-B", gw4, "-p", port)
-		time.Sleep(200 * time.Millisecond)
+		port := iperfServer(t, e.host, 15301+i)
 		args := []string{"iperf3", "-c", gw4, "-p", port, "-t", "8"}
 		if dir == "ingress" {
 			args = append(args, "-R")

@@ -376,15 +376,26 @@ func (m *Manager) startDelete(id string) (*state.Pair, *datapath.Link, error) {
 }
 
 // Get describes one pair.
-func (m *Manager) Get(id string) (*api.Pair, error) {
+func (m *Manager) Get(id string) (out *api.Pair, err error) {
+	err = m.withPair(id, func(p *state.Pair) error {
+		out = m.describe(p)
+		return nil
+	})
+	return out, err
+}
+
+// withPair runs fn on the pair id names (see find) with m.mu held, once a
+// restart's re-attachment of it is over (or has given up on it), so that
+// fn sees the pair's link if it has one.
+func (m *Manager) withPair(id string, fn func(p *state.Pair) error) error {
 	m.awaitRestore(id)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	p, err := m.find(id)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return m.describe(p), nil
+	return fn(p)
 }
 
 // List describes every pair, by unit. After a restart it waits until
@@ -407,19 +418,15 @@ func (m *Manager) List() []api.Pair {
 }
 
 // Stats returns a pair's counters.
-func (m *Manager) Stats(id string) (*api.Stats, error) {
-	m.awaitRestore(id)
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	p, err := m.find(id)
-	if err != nil {
-		return nil, err
-	}
-	s := &api.Stats{Unit: p.Unit, Pod: p.Owner.PodName(), A: api.EndStats{Name: p.A.Name}, B: api.EndStats{Name: p.B.Name}}
-	if l := m.links[p.Unit]; l != nil {
-		s.A.Stats, s.B.Stats = l.Pair.A.Stats(), l.Pair.B.Stats()
-	}
-	return s, nil
+func (m *Manager) Stats(id string) (s *api.Stats, err error) {
+	err = m.withPair(id, func(p *state.Pair) error {
+		s = &api.Stats{Unit: p.Unit, Pod: p.Owner.PodName(), A: api.EndStats{Name: p.A.Name}, B: api.EndStats{Name: p.B.Name}}
+		if l := m.links[p.Unit]; l != nil {
+			s.A.Stats, s.B.Stats = l.Pair.A.Stats(), l.Pair.B.Stats()
+		}
+		return nil
+	})
+	return s, err
 }
 
 // Len returns the number of pairs.

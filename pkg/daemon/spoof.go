@@ -57,14 +57,16 @@ func ownerAddrs(o *api.Owner) ([]netip.Addr, error) {
 // SetIPs replaces the addresses of the pair's owner, in the state and in
 // the a end's anti-spoofing filter (swapped whole, so the datapath sees
 // the old filter or the new one). Bad addresses change nothing.
-func (m *Manager) SetIPs(id string, ips []string) (*api.Pair, error) {
-	m.awaitRestore(id)
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	p, err := m.find(id)
-	if err != nil {
-		return nil, err
-	}
+func (m *Manager) SetIPs(id string, ips []string) (out *api.Pair, err error) {
+	err = m.withPair(id, func(p *state.Pair) error {
+		out, err = m.setIPs(p, ips)
+		return err
+	})
+	return out, err
+}
+
+// setIPs is SetIPs with m.mu held.
+func (m *Manager) setIPs(p *state.Pair, ips []string) (*api.Pair, error) {
 	if p.Phase != state.Ready || p.Owner == nil {
 		return nil, fmt.Errorf("%w: pair %d is not a ready CNI attachment (it has no owner, or is being made or deleted)", errInvalid, p.Unit)
 	}

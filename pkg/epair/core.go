@@ -324,6 +324,7 @@ func (e *End) menq(f *Frame) {
 		q.state = waking
 	}
 	full := len(q.frames) >= q.limit || q.overWire(int(n)) || q.overBytes(f.Cap())
+	shaped := q.wireLimit > 0 // under the lock: no second look at dst.shaper
 	if !full {
 		q.frames = append(q.frames, f)
 		if q.wireLimit > 0 {
@@ -334,7 +335,7 @@ func (e *End) menq(f *Frame) {
 
 	if full {
 		r := DropQueueFull
-		if dst.shaper.Load() != nil {
+		if shaped {
 			r = DropShaped
 		}
 		e.drop(f, r)

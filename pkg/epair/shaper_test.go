@@ -281,9 +281,11 @@ func TestShapedQueueBytes(t *testing.T) {
 		maxFrame, byteLimit int
 		want                int
 	}{
-		{1_000_000, 10_000, 1518, DefaultQueueBytes, 3125 + 1250}, // tbf's limit
-		{10_000_000, 100_000, 1518, DefaultQueueBytes, 31250 + 12500},
-		{1_000, 8, 1518, DefaultQueueBytes, 1518},                              // never below one frame
+		{10_000_000, 100_000, 1518, DefaultQueueBytes, 31250 + 12500},             // tbf's limit
+		{1_000_000, 10_000, 1518, DefaultQueueBytes, MinShapedQueueFrames * 1518}, // at least 16 frames
+		{1_000, 8, 1518, DefaultQueueBytes, MinShapedQueueFrames * 1518},
+		{1_000_000, 10_000, 1518, 10_000, 10_000},                              // --queue-bytes below 16 frames wins
+		{1_000, 8, 1518, 1000, 1518},                                           // never below one frame
 		{100_000_000_000, 1 << 30, 1518, DefaultQueueBytes, DefaultQueueBytes}, // never above --queue-bytes
 		{100_000_000_000, 8, 1518, 0, 312_500_001},                             // no byte bound
 		{1 << 62, 1 << 62, 1518, 0, 1 << 40},                                   // an int, whatever the rate
@@ -296,28 +298,42 @@ func TestShapedQueueBytes(t *testing.T) {
 	}
 }
 
-// TestShapedQueueBoundedByLatency: at 1 Mbit/s with a burst of one frame
-// the queue holds 25 ms of the rate plus the burst (4375 bytes: 3 frames
+// TestShapedQueueBoundedByLatency: at 10 Mbit/s with a burst of one frame
+// the queue holds 25 ms of the rate plus the burst (32500 bytes: 26 frames
 // of 1250), not --queue-bytes; the rest is dropped as shaped, and the last
 // frame queued leaves within those 35 ms.
 func TestShapedQueueBoundedByLatency(t *testing.T) {
-	p, rb, fc := shapedPair(t, Config{Policy: Direct}, 1_000_000, frameOfBits)
+	p, rb, fc := shapedPair(t, Config{Policy: Direct}, 10_000_000, frameOfBits)
 	send(t, p, 0, 100)
-	if n, q := len(rb.ids()), p.B.QueueLen(); n != 1 || q != 3 {
-		t.Fatalf("%d delivered, %d queued; want the burst of 1 and 3 queued", n, q)
+	if n, q := len(rb.ids()), p.B.QueueLen(); n != 1 || q != 26 {
+		t.Fatalf("%d delivered, %d queued; want the burst of 1 and 26 queued", n, q)
 	}
 	st := p.A.Stats()
-	if st.DropShaped != 96 || st.OQDrops != 96 || st.DropQueueFull != 0 {
-		t.Fatalf("drop_shaped %d, oqdrops %d, drop_queue_full %d; want 96, 96, 0", st.DropShaped, st.OQDrops, st.DropQueueFull)
+	if st.DropShaped != 73 || st.OQDrops != 73 || st.DropQueueFull != 0 {
+		t.Fatalf("drop_shaped %d, oqdrops %d, drop_queue_full %d; want 73, 73, 0", st.DropShaped, st.OQDrops, st.DropQueueFull)
 	}
 	fc.advance(36*time.Millisecond, 100*time.Microsecond)
-	if n := len(rb.ids()); n != 4 {
-		t.Fatalf("%d delivered after 36 ms, want all 4", n)
+	if n := len(rb.ids()); n != 27 {
+		t.Fatalf("%d delivered after 36 ms, want all 27", n)
 	}
 	// Drained, it takes frames again.
 	send(t, p, 100, 1)
-	if q := p.B.QueueLen(); q != 1 {
-		t.Fatalf("%d queued after draining, want 1", q)
+	if n, q := len(rb.ids()), p.B.QueueLen(); n+q != 28 {
+		t.Fatalf("%d delivered, %d queued after draining; want the new frame taken", n, q)
+	}
+}
+
+// TestShapedQueueHoldsSixteenFrames: at 1 Mbit/s 25 ms is three frames,
+// less than a TCP sender's smallest window; the queue holds 16 full-size
+// frames (24288 bytes: 19 frames of 1250) instead.
+func TestShapedQueueHoldsSixteenFrames(t *testing.T) {
+	p, rb, _ := shapedPair(t, Config{Policy: Direct}, 1_000_000, frameOfBits)
+	send(t, p, 0, 100)
+	if n, q := len(rb.ids()), p.B.QueueLen(); n != 1 || q != 19 {
+		t.Fatalf("%d delivered, %d queued; want the burst of 1 and 19 queued", n, q)
+	}
+	if st := p.A.Stats(); st.DropShaped != 80 {
+		t.Fatalf("drop_shaped %d, want 80", st.DropShaped)
 	}
 }
 
@@ -340,12 +356,12 @@ func TestShapedQueueTakesOneLargeFrame(t *testing.T) {
 func TestShapedQueueBoundFollows(t *testing.T) {
 	p, _, _ := shapedPair(t, Config{Policy: Direct}, 1_000, 8)
 	q := &p.B.queues[0]
-	if q.wireLimit != 1500+EtherVLANHdrLen {
-		t.Fatalf("bound %d, want one frame of MTU 1500", q.wireLimit)
+	if want := MinShapedQueueFrames * (1500 + EtherVLANHdrLen); q.wireLimit != want {
+		t.Fatalf("bound %d, want %d: 16 frames of MTU 1500", q.wireLimit, want)
 	}
 	p.A.SetMTU(9000)
-	if q.wireLimit != 9000+EtherVLANHdrLen {
-		t.Fatalf("bound %d after MTU 9000, want %d", q.wireLimit, 9000+EtherVLANHdrLen)
+	if want := MinShapedQueueFrames * (9000 + EtherVLANHdrLen); q.wireLimit != want {
+		t.Fatalf("bound %d after MTU 9000, want %d", q.wireLimit, want)
 	}
 	send(t, p, 0, 3) // one goes, two wait
 	if q.wire != 2*1250 {
