@@ -5,7 +5,10 @@
 # both alike; TCP 1 stream, UDP (first UDP_SENDERS value) and ping also
 # through two more epair pairs, one with anti-spoofing on (`pair add --ips`)
 # and one shaped far above the link (SHAPE_RATE bit/s, SHAPE_BURST bits,
-# both ways), to show what the two cost on the unshaped path:
+# both ways), to show what the two cost on the unshaped path; and every
+# network figure also through the reference forwarder (hack/bench/forwarder:
+# two TAPs, one goroutine per direction, blocking read then write), the
+# simplest userspace cable, which epair should beat on every row:
 #   - TCP throughput, 1 and 4 streams (iperf3, median of REPS runs of SECS s)
 #   - UDP 64-byte packets per second delivered and the loss, from a sendmmsg
 #     sender (hack/bench/netbench udp-blast) to a recvmmsg sink
@@ -64,8 +67,9 @@ ns_va=bv-a-$tag ns_vb=bv-b-$tag   # veth
 ns_ea=be-a-$tag ns_eb=be-b-$tag   # epair
 ns_fa=bf-a-$tag ns_fb=bf-b-$tag   # epair with anti-spoofing on
 ns_ha=bh-a-$tag ns_hb=bh-b-$tag   # epair shaped far above the link
+ns_ra=br-a-$tag ns_rb=br-b-$tag   # the reference forwarder
 ns_sa=bs-a-$tag ns_sb=bs-b-$tag   # scale: all a ends, all b ends
-all_ns=("$ns_va" "$ns_vb" "$ns_ea" "$ns_eb" "$ns_fa" "$ns_fb" "$ns_ha" "$ns_hb" "$ns_sa" "$ns_sb")
+all_ns=("$ns_va" "$ns_vb" "$ns_ea" "$ns_eb" "$ns_fa" "$ns_fb" "$ns_ha" "$ns_hb" "$ns_ra" "$ns_rb" "$ns_sa" "$ns_sb")
 made_ns=()
 pids=()      # background processes to stop
 socks=()     # daemons whose pairs to delete
@@ -98,6 +102,7 @@ cp "$src_bin" "$work/epair"
 bin=$work/epair
 go build -o "$work/netbench" ./hack/bench/netbench
 nb=$work/netbench
+go build -o "$work/forwarder" ./hack/bench/forwarder
 
 for n in "${all_ns[@]}"; do
 	ip netns add "$n"
@@ -151,6 +156,22 @@ epair_pair shaped "$ns_ha" "$ns_hb" 10.124.4 --ingress-rate "$SHAPE_RATE" --ingr
 grep -q '"anti_spoofing": true' "$work/pair-spoof.json" || die "pair add --ips: no anti-spoofing: $(cat "$work/pair-spoof.json")"
 grep -q '"egress_rate"' "$work/pair-shaped.json" || die "pair add --egress-rate: no shaping: $(cat "$work/pair-shaped.json")"
 
+# (c) the reference forwarder: its TAPs are made in this namespace and
+# moved, the a end named eth0 as the epair pairs' are; its descriptors
+# follow the devices.
+"$work/forwarder" fw-a-$tag fw-b-$tag >"$work/forwarder.out" 2>"$work/forwarder.log" &
+pids+=($!)
+for _ in $(seq 100); do grep -q ready "$work/forwarder.out" && break; sleep 0.05; done
+grep -q ready "$work/forwarder.out" || die "forwarder did not start: $(cat "$work/forwarder.log")"
+ip link set fw-a-$tag netns "$ns_ra" name eth0
+ip link set fw-b-$tag netns "$ns_rb"
+ip -n "$ns_ra" addr add 10.124.5.1/24 dev eth0
+ip -n "$ns_rb" addr add 10.124.5.2/24 dev fw-b-$tag
+ip -n "$ns_ra" link set eth0 up
+ip -n "$ns_rb" link set fw-b-$tag up
+ip -n "$ns_ra" neigh replace 10.124.5.2 lladdr "$(mac "$ns_rb" fw-b-$tag)" dev eth0 nud permanent
+ip -n "$ns_rb" neigh replace 10.124.5.1 lladdr "$(mac "$ns_ra" eth0)" dev fw-b-$tag nud permanent
+
 # Static neighbours on both (the epair pairs' are set above): a UDP flood
 # never confirms a neighbour, and an ARP probe lost in the flood would stop
 # the sender for reasons that are not the datapath's.
@@ -158,10 +179,11 @@ ip -n "$ns_va" neigh replace 10.124.1.2 lladdr "$(mac "$ns_vb" vb-$tag)" dev va-
 ip -n "$ns_vb" neigh replace 10.124.1.1 lladdr "$(mac "$ns_va" va-$tag)" dev vb-$tag nud permanent
 
 # kind -> client ns, server ns, server ip
-cli() { case $1 in veth) echo "$ns_va" ;; epair) echo "$ns_ea" ;; spoof) echo "$ns_fa" ;; shaped) echo "$ns_ha" ;; esac; }
-srv() { case $1 in veth) echo "$ns_vb" ;; epair) echo "$ns_eb" ;; spoof) echo "$ns_fb" ;; shaped) echo "$ns_hb" ;; esac; }
-sip() { case $1 in veth) echo 10.124.1.2 ;; epair) echo 10.124.2.2 ;; spoof) echo 10.124.3.2 ;; shaped) echo 10.124.4.2 ;; esac; }
-kinds="veth epair spoof shaped" # all of them: TCP 1 stream, ping, UDP with the first UDP_SENDERS
+cli() { case $1 in veth) echo "$ns_va" ;; epair) echo "$ns_ea" ;; spoof) echo "$ns_fa" ;; shaped) echo "$ns_ha" ;; fwd) echo "$ns_ra" ;; esac; }
+srv() { case $1 in veth) echo "$ns_vb" ;; epair) echo "$ns_eb" ;; spoof) echo "$ns_fb" ;; shaped) echo "$ns_hb" ;; fwd) echo "$ns_rb" ;; esac; }
+sip() { case $1 in veth) echo 10.124.1.2 ;; epair) echo 10.124.2.2 ;; spoof) echo 10.124.3.2 ;; shaped) echo 10.124.4.2 ;; fwd) echo 10.124.5.2 ;; esac; }
+kinds="veth epair fwd spoof shaped" # all of them: TCP 1 stream, ping, UDP with the first UDP_SENDERS
+core="veth epair fwd"                # every figure
 for k in $kinds; do
 	ip netns exec "$(cli $k)" ping -c 2 -i 0.2 -W 2 "$(sip $k)" >/dev/null || die "$k: no ping across the pair"
 done
@@ -189,12 +211,12 @@ done
 
 # ---- latency: TCP request/response
 log "TCP request/response: $REPS x ${SECS}s each"
-for k in veth epair; do
+for k in $core; do
 	ip netns exec "$(srv $k)" "$nb" rr-server -listen "$(sip $k):9001" &
 	echo $! >"$work/rr-$k.pid"
 done
 for r in $(seq "$REPS"); do
-	for k in veth epair; do
+	for k in $core; do
 		out=$(ip netns exec "$(cli $k)" "$nb" rr-client -to "$(sip $k):9001" -duration "${SECS}s")
 		rec "rr $k #$r: $out"
 		put "rr_rate.$k" "$(jget per_sec <<<"$out")"
@@ -202,7 +224,7 @@ for r in $(seq "$REPS"); do
 		put "rr_p99.$k" "$(jget p99_us <<<"$out")"
 	done
 done
-for k in veth epair; do kill "$(cat "$work/rr-$k.pid")"; rm -f "$work/rr-$k.pid"; done
+for k in $core; do kill "$(cat "$work/rr-$k.pid")"; rm -f "$work/rr-$k.pid"; done
 
 # ---- TCP throughput
 log "TCP throughput: 1 and 4 streams, $REPS x ${SECS}s each"
@@ -213,7 +235,7 @@ sleep 0.3
 for r in $(seq "$REPS"); do
 	for p in 1 4; do
 		ks=$kinds
-		[ "$p" = 1 ] || ks="veth epair"
+		[ "$p" = 1 ] || ks=$core
 		for k in $ks; do
 			ip netns exec "$(cli $k)" iperf3 -c "$(sip $k)" -t "$SECS" -P "$p" -J >"$work/iperf.json" ||
 				die "iperf3 $k -P $p: $(cat "$work/iperf.json")"
@@ -228,12 +250,13 @@ for k in $kinds; do kill "$(cat "$work/iperf-$k.pid")"; rm -f "$work/iperf-$k.pi
 # ---- UDP packet rate
 log "UDP ${UDP_SIZE}-byte flood: $REPS x ${SECS}s each, with $UDP_SENDERS sending thread(s)"
 tx_dropped() { ip netns exec "$(cli "$1")" cat /sys/class/net/eth0/statistics/tx_dropped; }
-oqdrops() { "$bin" stats "${bend[$1]}" --socket "$work/epair.sock" | sed -n '/"a": {/,/}/s/^ *"oqdrops": \([0-9]*\).*/\1/p'; }
+oqdrops() { [ "$1" = fwd ] && { echo 0; return; } # no counters of its own
+	"$bin" stats "${bend[$1]}" --socket "$work/epair.sock" | sed -n '/"a": {/,/}/s/^ *"oqdrops": \([0-9]*\).*/\1/p'; }
 udp_first=${UDP_SENDERS%% *}
 for r in $(seq "$REPS"); do
 	for nsend in $UDP_SENDERS; do
 		ks=$kinds
-		[ "$nsend" = "$udp_first" ] || ks="veth epair"
+		[ "$nsend" = "$udp_first" ] || ks=$core
 		for k in $ks; do
 			[ $k != veth ] && { tap0=$(tx_dropped $k); oq0=$(oqdrops $k); }
 			ip netns exec "$(srv $k)" "$nb" udp-sink -listen "$(sip $k):9000" -duration "$((SECS + 2))s" >"$work/sink.json" &
@@ -330,25 +353,35 @@ on() { # key label format figure [ratio]
 	both "$1_spoof" "$2, anti-spoofing on" "$3" "$4" "${5:-1}" spoof
 	both "$1_shaped" "$2, shaped at $(awk -v r="$SHAPE_RATE" 'BEGIN {printf "%g", r / 1e9}') Gbit/s" "$3" "$4" "${5:-1}" shaped
 }
+# vsfwd: the same figure, the reference forwarder against epair
+vsfwd() { # key label format figure [ratio]
+	row "$1_fwd" "$2: reference forwarder, epair" "$(f "$3" "$(med "$4.fwd")")" "$(f "$3" "$(med "$4.epair")")" "${5:-1}"
+}
 rm_="median of $REPS x ${SECS}s"
 both tcp1 "TCP 1 stream, Gbit/s ($rm_)" %.2f tcp1
 on tcp1 "TCP 1 stream, Gbit/s" %.2f tcp1
+vsfwd tcp1 "TCP 1 stream, Gbit/s" %.2f tcp1
 both tcp4 "TCP 4 streams (-P 4), Gbit/s ($rm_)" %.2f tcp4
+vsfwd tcp4 "TCP 4 streams, Gbit/s" %.2f tcp4
 both retr1 "TCP retransmits, 1 stream (median)" %d retr1 0
 both retr4 "TCP retransmits, 4 streams (median)" %d retr4 0
 for nsend in $UDP_SENDERS; do
 	th="$nsend sending thread"; [ "$nsend" -gt 1 ] && th+=s
 	both "udp_rx$nsend" "UDP ${UDP_SIZE} B delivered, kpps ($th; $rm_)" %.0f "udp_rx_k$nsend"
+	vsfwd "udp_rx$nsend" "UDP ${UDP_SIZE} B delivered, kpps ($th)" %.0f "udp_rx_k$nsend"
 	both "udp_tx$nsend" "UDP ${UDP_SIZE} B sent, kpps ($th, sendmmsg x64)" %.0f "udp_tx_k$nsend" 0
 	both "udp_loss$nsend" "UDP loss, % ($th; 1 − received/sent)" %.2f "udp_loss$nsend" 0
 	[ "$nsend" = "$udp_first" ] && on "udp_rx$nsend" "UDP ${UDP_SIZE} B delivered, kpps ($th)" %.0f "udp_rx_k$nsend"
 done
 both ping_avg "ping RTT avg, ms ($COUNT at 10 ms)" %.3f ping_avg
 both ping_p99 "ping RTT p99, ms" %.3f ping_p99
+vsfwd ping_avg "ping RTT avg, ms" %.3f ping_avg
 on ping_avg "ping RTT avg, ms" %.3f ping_avg
 both rr_rate "TCP 1-byte request/response, transactions/s ($rm_)" %.0f rr_rate
 both rr_p50 "TCP request/response p50, µs" %.1f rr_p50
 both rr_p99 "TCP request/response p99, µs" %.1f rr_p99
+vsfwd rr_rate "TCP 1-byte request/response, transactions/s" %.0f rr_rate
+vsfwd rr_p50 "TCP request/response p50, µs" %.1f rr_p50
 for mode in seq par; do
 	if [ $mode = seq ]; then what="$CNI_N pods one at a time"; else what="$CNI_N pods, $CNI_PAR at once"; fi
 	[ -n "$(cni epair $mode add_p50_ms)" ] || continue
@@ -376,7 +409,7 @@ done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b + 0 == 0 || a == "-" || b == "-") print "—"; else printf "%.2fx", a / b}'; }
 table() { # rows file -> markdown
-	echo "| metric (MTU 1500) | veth (ptp for CNI) | epair | epair/ref |"
+	echo "| metric (MTU 1500) | reference: veth (ptp for CNI; the forwarder where the row says) | epair | epair/ref |"
 	echo "|---|---|---|---|"
 	while IFS=$'\t' read -r key label ref ep r; do
 		if [ "$r" = 1 ]; then x=$(ratio "$ep" "$ref"); else x="—"; fi
@@ -437,7 +470,11 @@ Written by `make bench` ([hack/bench/run.sh](hack/bench/run.sh)); each run
 replaces "Latest run", and the run before moves under "Previous run". Two
 network namespaces are joined by a kernel veth pair and, in the same run, by
 an epair pair through the daemon (MTU 1500, static neighbours); veth and
-epair are measured turn about, so a busy machine hurts both alike. TCP is
+epair are measured turn about, so a busy machine hurts both alike. Rows
+that say "reference forwarder, epair" compare epair with the simplest
+userspace cable ([hack/bench/forwarder](hack/bench/forwarder/main.go): two
+TAPs with the virtio-net header, one goroutine per direction, blocking read
+then write), measured in the same rounds. TCP is
 iperf3 (`-P 4` for 4 streams); UDP is `hack/bench/netbench udp-blast`
 (sendmmsg, 64 datagrams a call) into `udp-sink` (recvmmsg, 64 MiB receive
 buffer), loss = 1 − received/sent, with 1 and 2 sending threads. On veth
