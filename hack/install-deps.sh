@@ -4,8 +4,8 @@
 set -euo pipefail
 # tcpdump reads captures (epair capture), dnsmasq serves DHCP to the dhcp IPAM
 # test, prometheus (and its promtool) scrapes and checks the metrics, shellcheck
-# lints the scripts.
-pkgs=(iproute2 iputils-ping iperf3 ethtool util-linux gcc iptables nftables
+# lints the scripts, strace counts system calls for the bench's syscall budget.
+pkgs=(iproute2 iputils-ping iperf3 ethtool util-linux gcc iptables nftables strace
 	tcpdump dnsmasq-base prometheus shellcheck)
 if [ "$(id -u)" -ne 0 ]; then
 	echo "install-deps: not root, not installing ${pkgs[*]}; privileged tests will skip" >&2

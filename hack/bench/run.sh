@@ -22,6 +22,9 @@
 #   - restart: how long kill -9 and a new daemon cut traffic with each of
 #     RESTART_PAIRS pairs (hack/bench/restart.sh: a ping every 10 ms on a
 #     sample of pairs; median of RESTART_REPS restarts)
+#   - the syscall budget: system calls per frame (TCP 1 stream) and per
+#     request/response transaction (strace -c), context switches per
+#     transaction, epair's daemon against the forwarder (SYS_SECS each)
 #   - the Go benchmarks of the queue core (go test -bench ./pkg/epair)
 # It prints one markdown table with the ratios epair/veth (epair/ptp for CNI)
 # and writes it, with the machine and the knobs, to BENCH_OUT (default
@@ -32,7 +35,7 @@
 # Usage (as root): hack/bench/run.sh [bin/epair]
 # Knobs (env): SECS=10 REPS=3 COUNT=200 PAIRS=1000 IDLE_SECS=30 SETTLE_SECS=5
 #   CNI_N=100 CNI_PAR=8 UDP_SIZE=64 UDP_SENDERS="1 2" (a list: one run each)
-#   SCALE_PAR=4 GOBENCH_TIME=1s RESTART_PAIRS="1 PAIRS/10 PAIRS" RESTART_REPS=5
+#   SCALE_PAR=4 GOBENCH_TIME=1s SYS_SECS=3 RESTART_PAIRS="1 PAIRS/10 PAIRS" RESTART_REPS=5
 #   RESTART_SAMPLE=10 SHAPE_RATE=100000000000 SHAPE_BURST=1000000000
 #   BENCH_OUT=BENCHMARKS.md EPAIR_DAEMON_ARGS="--dispatch deferred ..."
 #   EPAIR_CNI_PLUGINS=bin/cni
@@ -46,7 +49,7 @@ SECS=${SECS:-10} REPS=${REPS:-3} COUNT=${COUNT:-200}
 PAIRS=${PAIRS:-1000} IDLE_SECS=${IDLE_SECS:-30} SETTLE_SECS=${SETTLE_SECS:-5}
 CNI_N=${CNI_N:-100} CNI_PAR=${CNI_PAR:-8}
 UDP_SIZE=${UDP_SIZE:-64} UDP_SENDERS=${UDP_SENDERS:-1 2} SCALE_PAR=${SCALE_PAR:-4}
-GOBENCH_TIME=${GOBENCH_TIME:-1s}
+GOBENCH_TIME=${GOBENCH_TIME:-1s} SYS_SECS=${SYS_SECS:-3}
 RESTART_PAIRS=${RESTART_PAIRS:-1 $((PAIRS / 10 > 1 ? PAIRS / 10 : 2)) $PAIRS}
 RESTART_REPS=${RESTART_REPS:-5} RESTART_SAMPLE=${RESTART_SAMPLE:-10}
 SHAPE_RATE=${SHAPE_RATE:-100000000000} SHAPE_BURST=${SHAPE_BURST:-1000000000}
@@ -57,7 +60,7 @@ read -r -a daemon_args <<<"$EPAIR_DAEMON_ARGS"
 
 die() { echo "bench: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "run as root (it creates namespaces, veths and TAPs)"
-for c in iperf3 ping ip go; do command -v "$c" >/dev/null || die "needs $c (make deps)"; done
+for c in iperf3 ping ip go strace; do command -v "$c" >/dev/null || die "needs $c (make deps)"; done
 [ -x "$src_bin" ] || die "no $src_bin (make build)"
 [ -x "$EPAIR_CNI_PLUGINS/ptp" ] || die "no reference plugins in $EPAIR_CNI_PLUGINS (make cni-plugins)"
 
@@ -160,7 +163,9 @@ grep -q '"egress_rate"' "$work/pair-shaped.json" || die "pair add --egress-rate:
 # moved, the a end named eth0 as the epair pairs' are; its descriptors
 # follow the devices.
 "$work/forwarder" fw-a-$tag fw-b-$tag >"$work/forwarder.out" 2>"$work/forwarder.log" &
-pids+=($!)
+fwd_pid=$!
+pids+=("$fwd_pid")
+bend[fwd]=fw-b-$tag
 for _ in $(seq 100); do grep -q ready "$work/forwarder.out" && break; sleep 0.05; done
 grep -q ready "$work/forwarder.out" || die "forwarder did not start: $(cat "$work/forwarder.log")"
 ip link set fw-a-$tag netns "$ns_ra" name eth0
@@ -279,6 +284,60 @@ for r in $(seq "$REPS"); do
 	done
 done
 
+# ---- syscall budget
+# System calls (strace -c -f on every thread of the daemon, and of the
+# forwarder) per frame the cable carries under TCP 1 stream, and per TCP
+# request/response transaction; context switches (voluntary and not, all
+# threads, from /proc, without strace) per transaction are the wake-ups.
+# strace slows what it traces, so only the ratios of counts mean much.
+log "syscall budget: strace -c on the daemon and the forwarder, ${SYS_SECS}s of TCP 1 stream and of request/response each"
+declare -A cable=([epair]=$bench_pid [fwd]=$fwd_pid)
+taptx() { # kind: frames the kernel has handed the cable, from both its TAPs
+	local a b
+	a=$(ip netns exec "$(cli "$1")" cat /sys/class/net/eth0/statistics/tx_packets)
+	b=$(ip netns exec "$(srv "$1")" cat "/sys/class/net/${bend[$1]}/statistics/tx_packets")
+	echo $((a + b))
+}
+ctxsw() { cat /proc/"$1"/task/*/status | awk '/ctxt_switches/ {n += $2} END {print n}'; }
+traced() { # kind out cmd...: runs cmd while strace counts the kind's system calls into out
+	local k=$1 out=$2 st
+	shift 2
+	strace -c -S calls -f -q -p "${cable[$k]}" -o "$out" &
+	st=$!
+	sleep 0.5 # attached to every thread
+	"$@"
+	kill -INT "$st"
+	wait "$st" || true
+}
+calls() { awk '$NF == "total" {print $4}' "$1"; } # strace -c: % seconds usecs/call calls [errors] total
+per() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", b ? a / b : 0}'; }
+for k in epair fwd; do
+	ip netns exec "$(srv $k)" iperf3 -s -B "$(sip $k)" -D -I "$work/iperf-$k.pid" >/dev/null
+	ip netns exec "$(srv $k)" "$nb" rr-server -listen "$(sip $k):9001" &
+	echo $! >"$work/rr-$k.pid"
+done
+sleep 0.3
+for k in epair fwd; do
+	f0=$(taptx $k)
+	traced $k "$work/strace-tcp.$k" ip netns exec "$(cli $k)" iperf3 -c "$(sip $k)" -t "$SYS_SECS" -J >"$work/iperf.json"
+	frames=$(($(taptx $k) - f0)) n=$(calls "$work/strace-tcp.$k")
+	rec "syscalls $k tcp1: $n calls for $frames frames; top: $(sed -n '3,7p' "$work/strace-tcp.$k" | awk '{printf "%s %s, ", $NF, $4}')"
+	put "sys_frame.$k" "$(per "$n" "$frames")"
+	out=$(traced $k "$work/strace-rr.$k" ip netns exec "$(cli $k)" "$nb" rr-client -to "$(sip $k):9001" -duration "${SYS_SECS}s")
+	tx=$(jget transactions <<<"$out") n=$(calls "$work/strace-rr.$k")
+	rec "syscalls $k rr: $n calls for $tx transactions; top: $(sed -n '3,7p' "$work/strace-rr.$k" | awk '{printf "%s %s, ", $NF, $4}')"
+	put "sys_rr.$k" "$(per "$n" "$tx")"
+	c0=$(ctxsw "${cable[$k]}")
+	out=$(ip netns exec "$(cli $k)" "$nb" rr-client -to "$(sip $k):9001" -duration "${SYS_SECS}s")
+	tx=$(jget transactions <<<"$out") c=$(($(ctxsw "${cable[$k]}") - c0))
+	rec "wakeups $k rr: $c context switches for $tx transactions"
+	put "csw_rr.$k" "$(per "$c" "$tx")"
+done
+for k in epair fwd; do
+	kill "$(cat "$work/iperf-$k.pid")" "$(cat "$work/rr-$k.pid")"
+	rm -f "$work/iperf-$k.pid" "$work/rr-$k.pid"
+done
+
 # ---- CNI ADD/DEL latency through libcni
 log "CNI ADD/DEL latency: $CNI_N pods one at a time and $CNI_PAR at once, epair and ptp"
 EPAIR_LATENCY=1 EPAIR_LATENCY_N=$CNI_N EPAIR_LATENCY_PAR=$CNI_PAR EPAIR_DAEMON_ARGS=$EPAIR_DAEMON_ARGS \
@@ -382,6 +441,9 @@ both rr_p50 "TCP request/response p50, µs" %.1f rr_p50
 both rr_p99 "TCP request/response p99, µs" %.1f rr_p99
 vsfwd rr_rate "TCP 1-byte request/response, transactions/s" %.0f rr_rate
 vsfwd rr_p50 "TCP request/response p50, µs" %.1f rr_p50
+vsfwd sys_frame "system calls per frame carried, TCP 1 stream (strace -c, all threads)" %.2f sys_frame
+vsfwd sys_rr "system calls per TCP request/response transaction (strace -c)" %.2f sys_rr
+vsfwd csw_rr "context switches (wake-ups) per request/response transaction" %.2f csw_rr
 for mode in seq par; do
 	if [ $mode = seq ]; then what="$CNI_N pods one at a time"; else what="$CNI_N pods, $CNI_PAR at once"; fi
 	[ -n "$(cni epair $mode add_p50_ms)" ] || continue
