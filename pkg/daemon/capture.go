@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -17,6 +18,7 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
+	"golang.org/x/sys/unix"
 )
 
 // Capture starts a capture of one end of a pair.
@@ -126,7 +128,15 @@ func (d *Daemon) capture(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	slog.Info("capture started", "id", id, "end", name, "format", o.Format, "drops", o.Drops)
 
-	n, end, err := streamPackets(r, w, rc, s, o, name)
+	var n int
+	var end string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		yieldToDatapath()
+		n, end, err = streamPackets(r, w, rc, s, o, name)
+	}()
+	<-done
 	if err == nil && end == "" && s.stopped.Load() {
 		end = api.CaptureEndStopped
 	} else if err == nil && end == "" {
@@ -140,10 +150,22 @@ func (d *Daemon) capture(w http.ResponseWriter, r *http.Request) {
 	slog.Info("capture ended", "id", id, "end", name, "captured", n, "lost", c.Lost(), "why", end, "err", err)
 }
 
+// yieldToDatapath gives the calling goroutine a thread of its own at nice
+// 10: writing a capture out is CPU the datapath, which runs at 0, should
+// win whenever both want it (the capture loses frames, and counts them,
+// rather than slow the pods' traffic). The thread is never unlocked, so it
+// ends with the goroutine and its nice with it.
+func yieldToDatapath() {
+	runtime.LockOSThread()
+	if err := unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), 10); err != nil {
+		slog.Debug("capture: cannot lower the writer's priority", "err", err)
+	}
+}
+
 // streamPackets writes the file until the count is reached (end says so),
 // the capture is closed (end ""), or an error (the reader went away).
 func streamPackets(r *http.Request, w io.Writer, rc *http.ResponseController, s *stream, o *api.CaptureOptions, name string) (int, string, error) {
-	bw := bufio.NewWriterSize(w, 64<<10)
+	bw := bufio.NewWriterSize(w, 256<<10) // a batch in few writes
 	pw, err := newPacketWriter(bw, o, name, s.c.Snaplen())
 	if err != nil {
 		return 0, "", err

@@ -94,12 +94,14 @@ func (p *Packet) Release() {
 type Capture struct {
 	end *End
 	cfg CaptureConfig
-	// mu guards buf and bytes, held by the frame path for an append and
-	// by the reader for a swap, never longer.
+	// mu guards buf, held by the frame path for an append and by the
+	// reader for a swap, never longer.
 	mu    sync.Mutex
 	buf   []Packet
 	spare []Packet
-	bytes int // buffer bytes of the packets in buf
+	// bytes is the buffer bytes of the packets in buf, reserved before
+	// the copy: a frame that will not fit costs no copy.
+	bytes atomic.Int64
 	// wake tells a waiting reader there are packets: a send that finds
 	// it full costs nothing, so the frame path wakes the reader once per
 	// batch, not per frame.
@@ -208,7 +210,6 @@ func (c *Capture) Read(ctx context.Context, dst []Packet) ([]Packet, error) {
 	c.mu.Lock()
 	batch := c.buf
 	c.buf, c.spare = c.spare[:0], nil
-	c.bytes = 0
 	c.mu.Unlock()
 	if len(batch) == 0 {
 		select {
@@ -218,6 +219,11 @@ func (c *Capture) Read(ctx context.Context, dst []Packet) ([]Packet, error) {
 			return dst, nil // woken for packets an earlier Read took
 		}
 	}
+	var taken int64
+	for i := range batch {
+		taken += int64(batch[i].f.Cap())
+	}
+	c.bytes.Add(-taken)
 	dst = append(dst, batch...)
 	clear(batch)
 	c.mu.Lock()
@@ -252,35 +258,32 @@ func (c *Capture) offer(data []byte, dir Direction, dropped bool, r DropReason) 
 	}
 	eth := data[VnetHdrLen:]
 	n := min(len(eth), c.cfg.Snaplen)
-	f := frameFor(n)
-	f.Data = f.buf[:copy(f.buf, eth[:n])]
-	p := Packet{Time: time.Now(), Dir: dir, Length: len(eth), Data: f.Data, Dropped: dropped, Reason: r, f: f}
-	c.mu.Lock()
-	full := c.bytes+f.Cap() > c.cfg.BufferBytes
-	if !full {
-		c.buf = append(c.buf, p)
-		c.bytes += f.Cap()
-	}
-	c.mu.Unlock()
-	if full {
-		f.Release()
+	class := classFor(n)
+	if c.bytes.Add(int64(class.size)) > int64(c.cfg.BufferBytes) {
+		c.bytes.Add(int64(-class.size))
 		c.lost.Add(1)
 		return
 	}
+	f := class.get()
+	f.Data = f.buf[:copy(f.buf, eth[:n])]
+	p := Packet{Time: time.Now(), Dir: dir, Length: len(eth), Data: f.Data, Dropped: dropped, Reason: r, f: f}
+	c.mu.Lock()
+	c.buf = append(c.buf, p)
+	c.mu.Unlock()
 	select {
 	case c.wake <- struct{}{}:
 	default:
 	}
 }
 
-// frameFor returns a pooled frame of the smallest class that holds n bytes.
-func frameFor(n int) *Frame {
+// classFor returns the smallest frame buffer class that holds n bytes.
+func classFor(n int) *sizeClass {
 	for _, c := range sizeClasses {
 		if n <= c.size {
-			return c.get()
+			return c
 		}
 	}
-	return largest.get()
+	return largest
 }
 
 // delivered hands a frame delivered to end to — and so sent by its peer —
