@@ -109,6 +109,14 @@ innode "$bin" pair list --socket "$sock"
 step "counters of pod web-0 (epair stats web-0)"
 innode "$bin" stats web-0 --socket "$sock"
 
+step "capture pod web-0 while it pings db-0 (epair capture web-0 -c 6 -w - | tcpdump -nr -)"
+innode "$bin" capture web-0 -c 6 -w - --socket "$sock" 2>"$work/capture.err" | tcpdump -nr - 2>/dev/null &
+capture_pid=$!
+sleep 0.5 # the capture attaches ("epair: capturing" on its stderr)
+ip netns exec "$poda" ping -c 3 -i 0.2 "$ipb" >/dev/null
+wait "$capture_pid"
+cat "$work/capture.err"
+
 step "the pods' Prometheus metrics (curl http://$metrics/metrics in the node namespace)"
 innode curl -s "http://$metrics/metrics" |
 	grep -E '^epair_(transmit|receive)_(packets|bytes)_total\{.*end="a"|^epair_shaper_rate|^epair_cni_commands_total|^epair_pairs ' |

@@ -1,7 +1,6 @@
 package cni_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -205,25 +204,12 @@ func TestShapingAccuracyIperf(t *testing.T) {
 			if dir == "ingress" {
 				args = append(args, "-R")
 			}
-			out := harness.MustRun(t, p, args...)
-			var res struct {
-				End struct {
-					SumReceived struct {
-						BitsPerSecond float64 `json:"bits_per_second"`
-					} `json:"sum_received"`
-					SumSent struct {
-						Retransmits int `json:"retransmits"`
-					} `json:"sum_sent"`
-				} `json:"end"`
-			}
-			if err := json.Unmarshal([]byte(out), &res); err != nil {
-				t.Fatalf("iperf3 output: %v\n%s", err, out)
-			}
+			res := harness.ParseIperf(t, harness.MustRun(t, p, args...))
 			// iperf3 counts TCP payload; the bucket charges whole frames:
 			// 1448 bytes of payload in 1514 (MSS 1448 with timestamps).
-			ratio := res.End.SumReceived.BitsPerSecond / float64(rate) * 1514 / 1448
+			ratio := res.Received / float64(rate) * 1514 / 1448
 			t.Logf("%4d Mbit/s %-7s: measured %.2f Mbit/s goodput, measured/configured %.3f in frame bytes, %d retransmits",
-				mbit, dir, res.End.SumReceived.BitsPerSecond/1e6, ratio, res.End.SumSent.Retransmits)
+				mbit, dir, res.Received/1e6, ratio, res.Retransmits)
 			if ratio < 0.9 || ratio > 1.1 {
 				t.Errorf("%d Mbit/s %s: measured/configured %.3f, want within ±10 %%", mbit, dir, ratio)
 			}

@@ -35,6 +35,8 @@ commands:
   pair list
   pair show  PAIR
   stats      PAIR
+  capture    PAIR [--end a|b] [-c N] [-w FILE|-] [--drops] [--pcapng] [-s SNAPLEN] [-B KiB]
+             the frames crossing the pair as pcap/pcapng: epair capture web-0 -w - | tcpdump -nr -
   version
 
 PAIR is a unit number, an end's name (epair3b, eth0), or the pod of the
@@ -87,6 +89,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runGet(args[1:], stdout, func(ctx context.Context, c *client.Client, id string) (any, error) {
 			return c.Stats(ctx, id)
 		})
+	case "capture":
+		return runCapture(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, daemon.Version)
 		return nil
@@ -261,26 +265,35 @@ func pairAdd(args []string, stdout io.Writer) error {
 // runGet parses `[--socket PATH] ID` and prints what fn returns.
 func runGet(args []string, stdout io.Writer, fn func(context.Context, *client.Client, string) (any, error)) error {
 	fs, sock := newFlags("pair")
-	if err := parse(fs, args); err != nil {
+	id, err := parsePairArgs(fs, args)
+	if err != nil {
 		return err
-	}
-	// Flags may also follow the pair: `epair stats epair0b --socket S`.
-	rest := fs.Args()
-	if len(rest) == 0 {
-		return fmt.Errorf("%w: give one pair, by unit number, end name or pod", errUsage)
-	}
-	id := rest[0]
-	if err := parse(fs, rest[1:]); err != nil {
-		return err
-	}
-	if fs.NArg() != 0 {
-		return fmt.Errorf("%w: give one pair, by end name or unit number", errUsage)
 	}
 	v, err := fn(context.Background(), client.New(*sock), id)
 	if err != nil || v == nil {
 		return err
 	}
 	return printJSON(stdout, v)
+}
+
+// parsePairArgs parses fs's flags around one PAIR argument: flags may also
+// follow the pair (`epair stats epair0b --socket S`).
+func parsePairArgs(fs *flag.FlagSet, args []string) (string, error) {
+	if err := parse(fs, args); err != nil {
+		return "", err
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		return "", fmt.Errorf("%w: give one pair, by unit number, end name or pod", errUsage)
+	}
+	id := rest[0]
+	if err := parse(fs, rest[1:]); err != nil {
+		return "", err
+	}
+	if fs.NArg() != 0 {
+		return "", fmt.Errorf("%w: give one pair, by end name or unit number", errUsage)
+	}
+	return id, nil
 }
 
 func printJSON(w io.Writer, v any) error {

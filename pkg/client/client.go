@@ -46,6 +46,9 @@ func IsNotFound(err error) bool {
 type Client struct {
 	socket string
 	hc     *http.Client
+	// stream is hc without its timeout, for answers that last as long as
+	// the caller reads them (a capture).
+	stream *http.Client
 	// allowOwnUID also trusts a listener of the client's own uid.
 	allowOwnUID bool
 }
@@ -77,6 +80,7 @@ func New(socket string, opts ...Option) *Client {
 	}
 	tr := &http.Transport{DialContext: c.dial, IdleConnTimeout: idleConnTimeout}
 	c.hc = &http.Client{Transport: tr, Timeout: 60 * time.Second}
+	c.stream = &http.Client{Transport: tr}
 	return c
 }
 
@@ -198,18 +202,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("build request: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.hc.Do(req)
-	if errors.Is(err, ErrNotRoot) {
-		// Not wrapped in ErrUnreachable: no "try again later" for an
-		// impostor. The dial error alone says it; drop net/http's prefix.
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			return ue.Err
-		}
-		return err
-	}
+	resp, err := c.send(c.hc, req)
 	if err != nil {
-		return fmt.Errorf("%w at %s (is `epair daemon` running, and are you root?): %w", ErrUnreachable, c.socket, err)
+		return err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
@@ -217,11 +212,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("read answer from %s: %w", c.socket, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		var e api.Error
-		if json.Unmarshal(b, &e) != nil || e.Error == "" {
-			e.Error = fmt.Sprintf("daemon answered %s", resp.Status)
-		}
-		return &APIError{Status: resp.StatusCode, Message: e.Error}
+		return apiError(resp, b)
 	}
 	if out == nil || len(b) == 0 {
 		return nil
@@ -230,4 +221,32 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("decode answer from %s: %w", c.socket, err)
 	}
 	return nil
+}
+
+// send sends req with hc and names the ways it can fail to reach the
+// daemon.
+func (c *Client) send(hc *http.Client, req *http.Request) (*http.Response, error) {
+	resp, err := hc.Do(req)
+	if errors.Is(err, ErrNotRoot) {
+		// Not wrapped in ErrUnreachable: no "try again later" for an
+		// impostor. The dial error alone says it; drop net/http's prefix.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			return nil, ue.Err
+		}
+		return nil, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w at %s (is `epair daemon` running, and are you root?): %w", ErrUnreachable, c.socket, err)
+	}
+	return resp, nil
+}
+
+// apiError is the daemon's answer b, not a success, as an *APIError.
+func apiError(resp *http.Response, b []byte) error {
+	var e api.Error
+	if json.Unmarshal(b, &e) != nil || e.Error == "" {
+		e.Error = fmt.Sprintf("daemon answered %s", resp.Status)
+	}
+	return &APIError{Status: resp.StatusCode, Message: e.Error}
 }

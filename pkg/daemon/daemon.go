@@ -42,6 +42,7 @@ type Daemon struct {
 	store *state.Store
 	m     *Manager
 	mx    *metrics.Metrics
+	caps  captures
 }
 
 // Run starts the daemon and serves until ctx is done. On the way out it

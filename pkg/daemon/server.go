@@ -96,6 +96,8 @@ func (d *Daemon) handler() http.Handler {
 		s, err := d.m.Stats(r.PathValue("id"))
 		answer(w, s, err)
 	})
+	mux.HandleFunc("GET /v1/pairs/{id}/capture", d.capture)
+	mux.HandleFunc("DELETE /v1/captures/{id}", d.stopCapture)
 	// Go profiles of the datapath (hack/bench/profile.sh), root-only like
 	// everything on this socket.
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)

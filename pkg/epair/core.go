@@ -177,7 +177,10 @@ type End struct {
 	queues []queue
 	spoof  atomic.Pointer[SpoofFilter] // nil: anti-spoofing off
 	shaper atomic.Pointer[Shaper]      // nil: unshaped
-	c      counters
+	// captures is the pair's captures (capture.go), nil when none: the
+	// one atomic load per frame a capture costs while nobody listens.
+	captures atomic.Pointer[captureSet]
+	c        counters
 }
 
 // NewPair joins two sinks with a cable. Both Ends start running (as after
@@ -207,6 +210,7 @@ func (p *Pair) Close() {
 	p.B.SetRunning(false)
 	p.A.drain()
 	p.B.drain()
+	p.A.closeCaptures() // capture hook: a capture of a deleted pair ends
 }
 
 // SetUp records whether the interface is administratively up (IFF_UP).

@@ -65,6 +65,9 @@ func dropForSpoof(r SpoofReason) DropReason {
 // drop releases f, which e sent, and counts it under r. It is the one place
 // a frame leaves the core undelivered.
 func (e *End) drop(f *Frame, r DropReason) {
+	if caps := e.captures.Load(); caps != nil { // capture hook
+		caps.dropped(e, f.Data, r)
+	}
 	f.Release()
 	e.c.drops[r].Add(1)
 }

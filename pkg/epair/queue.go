@@ -61,7 +61,11 @@ func (q *queue) flush() {
 	}
 	q.mu.Unlock()
 
+	caps := e.captures.Load() // capture hook: nil while nobody captures
 	for i, f := range batch {
+		if caps != nil {
+			caps.delivered(e, f.Data)
+		}
 		if err := e.sink.Deliver(q.id, f.Data); err != nil {
 			e.c.ierrors.Add(1)
 		}

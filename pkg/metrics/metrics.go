@@ -19,6 +19,7 @@ type Metrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	cni      *prometheus.CounterVec
+	lost     prometheus.Counter
 }
 
 // latencyBuckets span the API's answers, from a List of a few pairs
@@ -42,11 +43,15 @@ func New(src Source) *Metrics {
 			Name: "epair_cni_commands_total",
 			Help: "CNI commands of the epair plugin on this node, by command and CNI error code (0: success), as the plugin reports them when it ends; one whose report cannot reach the daemon (the daemon is down: code 11) is not counted.",
 		}, []string{"command", "code"}),
+		lost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "epair_capture_lost_frames_total",
+			Help: "Frames captures (epair capture) could not keep because their buffer was full, counted when each capture ends.",
+		}),
 	}
 	for _, c := range api.CNICommands {
 		m.cni.WithLabelValues(c, "0") // the successes are there at 0 before the first
 	}
-	m.reg.MustRegister(NewCollector(src), m.requests, m.latency, m.cni,
+	m.reg.MustRegister(NewCollector(src), m.requests, m.latency, m.cni, m.lost,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -64,6 +69,9 @@ func (m *Metrics) Handler() http.Handler {
 func (m *Metrics) CNIResult(r api.CNIResult) {
 	m.cni.WithLabelValues(r.Command, strconv.FormatUint(uint64(r.Code), 10)).Inc()
 }
+
+// CaptureLost counts the frames an ended capture lost.
+func (m *Metrics) CaptureLost(n uint64) { m.lost.Add(float64(n)) }
 
 // Instrument counts the requests next answers and times them, by verb: the
 // pattern of the route http.ServeMux matched (r.Pattern, set while next
