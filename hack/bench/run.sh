@@ -184,9 +184,9 @@ ip -n "$ns_va" neigh replace 10.124.1.2 lladdr "$(mac "$ns_vb" vb-$tag)" dev va-
 ip -n "$ns_vb" neigh replace 10.124.1.1 lladdr "$(mac "$ns_va" va-$tag)" dev vb-$tag nud permanent
 
 # kind -> client ns, server ns, server ip
-cli() { case $1 in veth) echo "$ns_va" ;; epair) echo "$ns_ea" ;; spoof) echo "$ns_fa" ;; shaped) echo "$ns_ha" ;; fwd) echo "$ns_ra" ;; esac; }
-srv() { case $1 in veth) echo "$ns_vb" ;; epair) echo "$ns_eb" ;; spoof) echo "$ns_fb" ;; shaped) echo "$ns_hb" ;; fwd) echo "$ns_rb" ;; esac; }
-sip() { case $1 in veth) echo 10.124.1.2 ;; epair) echo 10.124.2.2 ;; spoof) echo 10.124.3.2 ;; shaped) echo 10.124.4.2 ;; fwd) echo 10.124.5.2 ;; esac; }
+cli() { case $1 in veth) echo "$ns_va" ;; epair | capture) echo "$ns_ea" ;; spoof) echo "$ns_fa" ;; shaped) echo "$ns_ha" ;; fwd) echo "$ns_ra" ;; esac; }
+srv() { case $1 in veth) echo "$ns_vb" ;; epair | capture) echo "$ns_eb" ;; spoof) echo "$ns_fb" ;; shaped) echo "$ns_hb" ;; fwd) echo "$ns_rb" ;; esac; }
+sip() { case $1 in veth) echo 10.124.1.2 ;; epair | capture) echo 10.124.2.2 ;; spoof) echo 10.124.3.2 ;; shaped) echo 10.124.4.2 ;; fwd) echo 10.124.5.2 ;; esac; }
 kinds="veth epair fwd spoof shaped" # all of them: TCP 1 stream, ping, UDP with the first UDP_SENDERS
 core="veth epair fwd"                # every figure
 for k in $kinds; do
@@ -237,13 +237,27 @@ for k in $kinds; do
 	ip netns exec "$(srv $k)" iperf3 -s -B "$(sip $k)" -D -I "$work/iperf-$k.pid" >/dev/null
 done
 sleep 0.3
+# capture: the epair pair again, while `epair capture` of its a end writes
+# pcap to /dev/null (what a capture costs the traffic it watches).
+capture_start() {
+	"$bin" capture "${bend[epair]}" --socket "$work/epair.sock" -w - >/dev/null 2>"$work/capture.err" &
+	capture_pid=$!
+	sleep 0.3
+}
+capture_stop() {
+	kill -INT "$capture_pid"
+	wait "$capture_pid" || die "epair capture failed: $(cat "$work/capture.err")"
+	rec "capture #$r: $(tail -1 "$work/capture.err")"
+}
 for r in $(seq "$REPS"); do
 	for p in 1 4; do
-		ks=$kinds
+		ks="$kinds capture"
 		[ "$p" = 1 ] || ks=$core
 		for k in $ks; do
+			[ $k = capture ] && capture_start
 			ip netns exec "$(cli $k)" iperf3 -c "$(sip $k)" -t "$SECS" -P "$p" -J >"$work/iperf.json" ||
 				die "iperf3 $k -P $p: $(cat "$work/iperf.json")"
+			[ $k = capture ] && capture_stop
 			read -r gbps retr < <("$nb" iperf <"$work/iperf.json")
 			rec "tcp $k P$p #$r: $gbps Gbit/s, $retr retransmits"
 			put "tcp$p.$k" "$gbps"; put "retr$p.$k" "$retr"
@@ -419,6 +433,7 @@ vsfwd() { # key label format figure [ratio]
 rm_="median of $REPS x ${SECS}s"
 both tcp1 "TCP 1 stream, Gbit/s ($rm_)" %.2f tcp1
 on tcp1 "TCP 1 stream, Gbit/s" %.2f tcp1
+both tcp1_capture "TCP 1 stream, Gbit/s, while epair capture writes the pair's frames to /dev/null" %.2f tcp1 1 capture
 vsfwd tcp1 "TCP 1 stream, Gbit/s" %.2f tcp1
 both tcp4 "TCP 4 streams (-P 4), Gbit/s ($rm_)" %.2f tcp4
 vsfwd tcp4 "TCP 4 streams, Gbit/s" %.2f tcp4
