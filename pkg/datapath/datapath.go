@@ -130,8 +130,10 @@ func (p *port) stop() {
 // on that interface. Queue q of the core maps to TAP queue q, so a flow keeps
 // one queue end to end.
 type tapSink struct {
-	qs    []tap.FrameQueue
-	ports *[]*port // nil without peer poll
+	qs []tap.FrameQueue
+	// ports are the ports of the same TAP, by queue number, for Flushed
+	// to mark; nil without peer poll. Start sets them once they exist.
+	ports []*port
 }
 
 func (s *tapSink) Deliver(q int, data []byte) error {
@@ -144,8 +146,7 @@ func (s *tapSink) Deliver(q int, data []byte) error {
 // queue is empty.
 func (s *tapSink) Flushed(q int) {
 	if s.ports != nil {
-		ps := *s.ports
-		ps[q%len(ps)].want.Store(true)
+		s.ports[q%len(s.ports)].want.Store(true)
 	}
 }
 
@@ -155,9 +156,6 @@ func Start(core *epair.Core, mtu int, a, b tap.Endpoint, opts Options) *Link {
 	l := &Link{A: a, B: b}
 	aqs, bqs := a.FrameQueues(), b.FrameQueues()
 	sa, sb := &tapSink{qs: aqs}, &tapSink{qs: bqs}
-	if opts.PeerPoll {
-		sa.ports, sb.ports = &l.aPorts, &l.bPorts
-	}
 	l.Pair = core.NewPair(mtu, sa, sb)
 	l.Pair.A.SetUp(true)
 	l.Pair.B.SetUp(true)
@@ -169,6 +167,9 @@ func Start(core *epair.Core, mtu int, a, b tap.Endpoint, opts Options) *Link {
 	}
 	for _, q := range bqs {
 		l.bPorts = append(l.bPorts, &port{q: q, end: l.Pair.B, busy: opts.BusyPoll, fit: core.FitsFrames()})
+	}
+	if opts.PeerPoll { // before the first reader starts
+		sa.ports, sb.ports = l.aPorts, l.bPorts
 	}
 	for _, p := range l.aPorts {
 		p.peers = l.bPorts
