@@ -37,14 +37,22 @@ IMAGE ?= localhost/epair:latest
 image: build cni-plugins
 	hack/image.sh bin/epair-image.tar $(IMAGE)
 
-# Unit tests, then the privileged suites (they skip, saying why, when not root).
+# The packages whose tests run under the race detector: all but the e2e
+# suites, whose work is done by the daemons and plugins they exec (the race
+# detector would only slow their namespaces and timeouts down). -race needs
+# cgo (gcc, from make deps).
+RACEPKGS := ./pkg/... ./internal/... ./plugins/... ./hack/...
+
+# Unit tests (with -race), then the privileged suites (they skip, saying
+# why, when not root).
 test: build cni-plugins
 	$(GO) vet ./...
-	EPAIR_BIN=$(CURDIR)/$(BIN) EPAIR_CNI_PLUGINS=$(CURDIR)/bin/cni $(GO) test $(TESTFLAGS) ./...
+	EPAIR_BIN=$(CURDIR)/$(BIN) EPAIR_CNI_PLUGINS=$(CURDIR)/bin/cni $(GO) test -race $(TESTFLAGS) $(RACEPKGS)
+	EPAIR_BIN=$(CURDIR)/$(BIN) EPAIR_CNI_PLUGINS=$(CURDIR)/bin/cni $(GO) test $(TESTFLAGS) ./e2e/...
 
-# Unit tests only, as any user.
+# Unit tests only, as any user, with the race detector.
 unit:
-	$(GO) test -count=1 ./pkg/...
+	$(GO) test -race -count=1 ./pkg/... ./internal/...
 
 # Each fuzz target for FUZZTIME (go test fuzzes one target at a time):
 # frames, the daemon API's request decoding (once it exists on this branch:

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"fmt"
+	"github.com/epair-cni/epair/internal/eventually"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -66,7 +67,7 @@ func TestLinkWatchSurvivesENOBUFS(t *testing.T) {
 	if err := h.LinkSetDown(followed); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the followed link's MTU 1400 and down", func() bool { return e.MTU() == 1400 && !e.Up() })
+	eventually.True(t, "the followed link's MTU 1400 and down", func() bool { return e.MTU() == 1400 && !e.Up() })
 	t.Logf("%d overruns, %d subscriptions", overruns.Load(), subs.Load())
 }
 

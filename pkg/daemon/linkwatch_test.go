@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"errors"
+	"github.com/epair-cni/epair/internal/eventually"
 	"sync"
 	"testing"
 	"time"
@@ -104,18 +105,6 @@ type discard struct{}
 
 func (discard) Deliver(int, []byte) error { return nil }
 
-// eventually polls ok until it holds or a deadline passes.
-func eventually(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 func nextSub(t *testing.T, f *fakeNetlink) *fakeSub {
 	t.Helper()
 	select {
@@ -152,22 +141,22 @@ func TestLinkWatchRenewsDeadSubscription(t *testing.T) {
 		t.Fatalf("after add: mtu %d up %v, want 1500 up", e.MTU(), e.Up())
 	}
 	s1.ch <- netlink.LinkUpdate{Link: &netlink.Dummy{LinkAttrs: attrs(7, 1450, true)}}
-	eventually(t, "the update to MTU 1450", func() bool { return e.MTU() == 1450 })
+	eventually.True(t, "the update to MTU 1450", func() bool { return e.MTU() == 1450 })
 
 	f.mu.Lock()
 	f.fails = 2
 	f.mu.Unlock()
 	f.set(7, 1300, false) // while unsubscribed: no update will tell
 	s1.fail(errors.New("Receive failed: no buffer space available"))
-	eventually(t, "the dead subscription's socket closed", func() bool { return isClosed(s1.done) })
+	eventually.True(t, "the dead subscription's socket closed", func() bool { return isClosed(s1.done) })
 
 	s2 := nextSub(t, f)
-	eventually(t, "the resync to MTU 1300, down", func() bool { return e.MTU() == 1300 && !e.Up() })
+	eventually.True(t, "the resync to MTU 1300, down", func() bool { return e.MTU() == 1300 && !e.Up() })
 	if n := f.callCount(); n != 4 {
 		t.Errorf("subscribe called %d times, want 4 (first, 2 failures, renewal)", n)
 	}
 	s2.ch <- netlink.LinkUpdate{Link: &netlink.Dummy{LinkAttrs: attrs(7, 1280, true)}}
-	eventually(t, "the update on the renewed subscription", func() bool { return e.MTU() == 1280 && e.Up() })
+	eventually.True(t, "the update on the renewed subscription", func() bool { return e.MTU() == 1280 && e.Up() })
 
 	lw.close()
 	if !isClosed(s2.done) {
@@ -192,7 +181,7 @@ func TestLinkWatchCloseWhileRenewing(t *testing.T) {
 	f.fails = 1 << 30
 	f.mu.Unlock()
 	nextSub(t, f).fail(errors.New("Receive failed: no buffer space available"))
-	eventually(t, "a failed renewal", func() bool { return f.callCount() >= 3 })
+	eventually.True(t, "a failed renewal", func() bool { return f.callCount() >= 3 })
 	closed := make(chan struct{})
 	go func() { lw.close(); close(closed) }()
 	select {
@@ -216,7 +205,7 @@ func TestLinkWatchRemoveLastStops(t *testing.T) {
 	}
 	s := nextSub(t, f)
 	lw.remove("/run/netns/pod", 9)
-	eventually(t, "the subscription closed", func() bool { return isClosed(s.done) })
+	eventually.True(t, "the subscription closed", func() bool { return isClosed(s.done) })
 	lw.close()
 	if n := f.callCount(); n != 1 {
 		t.Errorf("subscribe called %d times, want 1", n)

@@ -43,6 +43,7 @@ type Manager struct {
 	hostID   uint64
 	queues   int
 	watch    *linkWatch
+	devs     devices
 	dp       datapath.Options
 	// selfNetns is the inode of the daemon's own network namespace, read
 	// once at start (a thread of ours may be in another one later).
@@ -71,6 +72,13 @@ type Manager struct {
 // are all forwarding (see restore). pinDir is where it pins callers'
 // namespaces ("" for none).
 func NewManager(store *state.Store, core *epair.Core, hostID uint64, dp datapath.Options, pinDir string) (*Manager, error) {
+	return newManager(store, core, hostID, dp, pinDir, kernelDevices{}, newLinkWatch())
+}
+
+// newManager is NewManager with the kernel's side given: the devices and
+// the link watch (tests pass fakes, which need no root).
+func newManager(store *state.Store, core *epair.Core, hostID uint64, dp datapath.Options, pinDir string,
+	devs devices, watch *linkWatch) (*Manager, error) {
 	self, err := nsfile.Inode("/proc/thread-self/ns/net")
 	if err != nil {
 		return nil, fmt.Errorf("the daemon's own network namespace: %w", err)
@@ -84,7 +92,8 @@ func NewManager(store *state.Store, core *epair.Core, hostID uint64, dp datapath
 		queues:     core.Config().Queues,
 		links:      map[int]*datapath.Link{},
 		problems:   map[int]string{},
-		watch:      newLinkWatch(),
+		watch:      watch,
+		devs:       devs,
 		dp:         dp,
 		selfNetns:  self,
 		pinDir:     pinDir,
@@ -124,7 +133,7 @@ func (m *Manager) Create(req *api.CreateRequest) (*api.Pair, error) {
 		}
 	}
 	if err != nil {
-		removeDevices(&work, nil, false)
+		m.removeDevices(&work, nil, false)
 		delete(m.st.Pairs, p.Unit)
 		m.unpinUnused()
 		if serr := m.store.Save(m.st); serr != nil {
@@ -217,9 +226,9 @@ func (m *Manager) plan(r *api.CreateRequest) (*state.Pair, error) {
 	}
 	var lookErr error
 	exists := func(name string) bool {
-		ok, err := linkExists(r.BNetns, name)
+		ok, err := m.devs.exists(r.BNetns, name)
 		if err == nil && !ok && r.AName == "" {
-			ok, err = linkExists(r.ANetns, name)
+			ok, err = m.devs.exists(r.ANetns, name)
 		}
 		if err != nil {
 			lookErr = err
@@ -237,7 +246,7 @@ func (m *Manager) plan(r *api.CreateRequest) (*state.Pair, error) {
 	aName, bName, _ := epair.UnitNames(unit)
 	if r.AName != "" {
 		aName = r.AName
-		ok, err := linkExists(r.ANetns, aName)
+		ok, err := m.devs.exists(r.ANetns, aName)
 		if err != nil {
 			return nil, err
 		}
@@ -266,13 +275,15 @@ func (m *Manager) build(p *state.Pair) (*datapath.Link, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, err := createEnd(&p.B, p.Queues, p.MTU)
+	b, err := m.devs.create(&p.B, p.Queues, p.MTU)
 	if err != nil {
 		return nil, err
 	}
-	a, err := createEnd(&p.A, p.Queues, p.MTU)
+	a, err := m.devs.create(&p.A, p.Queues, p.MTU)
 	if err != nil {
-		b.Destroy()
+		if derr := m.devs.destroy(b); derr != nil {
+			slog.Warn("deleting tap after failed create", "name", p.B.Name, "err", derr)
+		}
 		return nil, err
 	}
 	return datapath.Start(m.core, p.MTU, a, b, opts), nil
@@ -313,7 +324,7 @@ func (m *Manager) follow(p *state.Pair, l *datapath.Link) {
 // reserved for us; never after a failed create, where the name may belong
 // to whatever made the create fail. It touches no Manager state, so it runs
 // unlocked.
-func removeDevices(p *state.Pair, link *datapath.Link, byName bool) {
+func (m *Manager) removeDevices(p *state.Pair, link *datapath.Link, byName bool) {
 	if link != nil {
 		link.Stop()
 	}
@@ -321,7 +332,7 @@ func removeDevices(p *state.Pair, link *datapath.Link, byName bool) {
 		if e.Index == 0 && !byName {
 			continue
 		}
-		if err := deleteEnd(&e, p.Queues); err != nil {
+		if err := m.devs.remove(&e, p.Queues); err != nil {
 			slog.Warn("deleting tap", "name", e.Name, "err", err)
 		}
 	}
@@ -338,7 +349,7 @@ func (m *Manager) Delete(id string) error {
 	if err != nil {
 		return err
 	}
-	removeDevices(p, link, true)
+	m.removeDevices(p, link, true)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.st.Pairs, p.Unit)

@@ -75,7 +75,7 @@ func (m *Manager) finishInterrupted() bool {
 			continue
 		}
 		slog.Info("finishing interrupted change", "unit", unit, "phase", p.Phase)
-		removeDevices(p, nil, true)
+		m.removeDevices(p, nil, true)
 		delete(m.st.Pairs, unit)
 		dirty = true
 	}
@@ -199,11 +199,11 @@ func (m *Manager) awaitRestore(id string) bool {
 
 // attach re-opens both persistent TAPs of a pair and starts forwarding.
 func (m *Manager) attach(p *state.Pair, nss *nsCache) (*datapath.Link, error) {
-	b, err := attachEnd(&p.B, p.Queues, nss)
+	b, err := m.devs.attach(&p.B, p.Queues, nss)
 	if err != nil {
 		return nil, err
 	}
-	a, err := attachEnd(&p.A, p.Queues, nss)
+	a, err := m.devs.attach(&p.A, p.Queues, nss)
 	if err != nil {
 		b.Close()
 		return nil, err

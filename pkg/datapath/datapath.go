@@ -37,7 +37,7 @@ type Options struct {
 // Link is a running pair: the core's Pair between two TAPs.
 type Link struct {
 	Pair   *epair.Pair
-	A, B   *tap.Device
+	A, B   tap.Endpoint
 	wg     sync.WaitGroup
 	once   sync.Once
 	aPorts []*port
@@ -48,7 +48,7 @@ type Link struct {
 // and transmitted, by the queue's reader or by a peer poll, so the frames of
 // a queue enter the core in the order the kernel queued them.
 type port struct {
-	q    *tap.Queue
+	q    tap.FrameQueue
 	end  *epair.End
 	busy time.Duration
 	// fit moves each frame into a buffer of its size before it is queued
@@ -130,13 +130,14 @@ func (p *port) stop() {
 // on that interface. Queue q of the core maps to TAP queue q, so a flow keeps
 // one queue end to end.
 type tapSink struct {
-	dev   *tap.Device
-	ports *[]*port // nil without peer poll
+	qs []tap.FrameQueue
+	// ports are the ports of the same TAP, by queue number, for Flushed
+	// to mark; nil without peer poll. Start sets them once they exist.
+	ports []*port
 }
 
 func (s *tapSink) Deliver(q int, data []byte) error {
-	qs := s.dev.Queues
-	_, err := qs[q%len(qs)].WriteFrame(data)
+	_, err := s.qs[q%len(s.qs)].WriteFrame(data)
 	return err
 }
 
@@ -145,30 +146,30 @@ func (s *tapSink) Deliver(q int, data []byte) error {
 // queue is empty.
 func (s *tapSink) Flushed(q int) {
 	if s.ports != nil {
-		ps := *s.ports
-		ps[q%len(ps)].want.Store(true)
+		s.ports[q%len(s.ports)].want.Store(true)
 	}
 }
 
 // Start joins a and b through core and starts forwarding. Both ends start
 // up and running: the caller has brought both links up.
-func Start(core *epair.Core, mtu int, a, b *tap.Device, opts Options) *Link {
+func Start(core *epair.Core, mtu int, a, b tap.Endpoint, opts Options) *Link {
 	l := &Link{A: a, B: b}
-	sa, sb := &tapSink{dev: a}, &tapSink{dev: b}
-	if opts.PeerPoll {
-		sa.ports, sb.ports = &l.aPorts, &l.bPorts
-	}
+	aqs, bqs := a.FrameQueues(), b.FrameQueues()
+	sa, sb := &tapSink{qs: aqs}, &tapSink{qs: bqs}
 	l.Pair = core.NewPair(mtu, sa, sb)
 	l.Pair.A.SetUp(true)
 	l.Pair.B.SetUp(true)
 	l.Pair.A.SetSpoofFilter(opts.AFilter)
 	l.Pair.A.SetShaper(opts.AShaper)
 	l.Pair.B.SetShaper(opts.BShaper)
-	for _, q := range a.Queues {
+	for _, q := range aqs {
 		l.aPorts = append(l.aPorts, &port{q: q, end: l.Pair.A, busy: opts.BusyPoll, fit: core.FitsFrames()})
 	}
-	for _, q := range b.Queues {
+	for _, q := range bqs {
 		l.bPorts = append(l.bPorts, &port{q: q, end: l.Pair.B, busy: opts.BusyPoll, fit: core.FitsFrames()})
+	}
+	if opts.PeerPoll { // before the first reader starts
+		sa.ports, sb.ports = l.aPorts, l.bPorts
 	}
 	for _, p := range l.aPorts {
 		p.peers = l.bPorts
@@ -185,7 +186,7 @@ func Start(core *epair.Core, mtu int, a, b *tap.Device, opts Options) *Link {
 	return l
 }
 
-func (l *Link) startReader(p *port, peer *tap.Device) {
+func (l *Link) startReader(p *port, peer tap.Endpoint) {
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
@@ -199,7 +200,7 @@ func (l *Link) startReader(p *port, peer *tap.Device) {
 		slog.Warn("tap read failed, end stops forwarding", "err", err)
 		p.end.SetRunning(false)
 		if err := peer.SetCarrier(false); err != nil {
-			slog.Debug("peer carrier off", "peer", peer.Name, "err", err)
+			slog.Debug("peer carrier off", "peer", peer.String(), "err", err)
 		}
 	}()
 }

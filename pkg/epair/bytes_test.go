@@ -1,8 +1,8 @@
 package epair
 
 import (
+	"github.com/epair-cni/epair/internal/eventually"
 	"testing"
-	"time"
 )
 
 // TestFitPicksTheSmallestBuffer: a frame moves into the smallest size class
@@ -128,9 +128,5 @@ func TestMaxQueuedBytes(t *testing.T) {
 // waitFor polls cond until it holds or 5 s have passed.
 func waitFor(t *testing.T, cond func() bool, what string) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting: %s", what)
-		}
-	}
+	eventually.True(t, what, cond)
 }

@@ -3,6 +3,8 @@ package epair
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"github.com/epair-cni/epair/internal/eventually"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -85,15 +87,8 @@ func (r *recorder) ids() []uint16 {
 
 func (r *recorder) waitN(t *testing.T, n int) []uint16 {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if got := r.ids(); len(got) >= n {
-			return got
-		}
-		time.Sleep(time.Millisecond)
-	}
-	t.Fatalf("only %d of %d frames delivered", len(r.ids()), n)
-	return nil
+	eventually.True(t, fmt.Sprintf("%d frames delivered", n), func() bool { return len(r.ids()) >= n })
+	return r.ids()
 }
 
 func newTestPair(t *testing.T, cfg Config) (*Core, *Pair, *recorder, *recorder) {
@@ -220,16 +215,11 @@ func TestArrivalsDuringFlushTakeOneMorePass(t *testing.T) {
 
 func waitState(t *testing.T, q *queue, want qstate) {
 	t.Helper()
-	for i := 0; i < 5000; i++ {
+	eventually.True(t, fmt.Sprintf("queue state %v", want), func() bool {
 		q.mu.Lock()
-		s := q.state
-		q.mu.Unlock()
-		if s == want {
-			return
-		}
-		time.Sleep(time.Millisecond)
-	}
-	t.Fatalf("queue never reached state %v", want)
+		defer q.mu.Unlock()
+		return q.state == want
+	})
 }
 
 func TestStateMachineWaking(t *testing.T) {
@@ -289,9 +279,7 @@ func TestBusyQueueDoesNotStarveOthers(t *testing.T) {
 			e.SetUp(true)
 		}
 		go x.A.Transmit(udpFrame(64, 0, false))
-		for xCount.Load() == 0 {
-			time.Sleep(time.Microsecond)
-		}
+		eventually.True(t, "x's first frame", func() bool { return xCount.Load() > 0 })
 		y.A.Transmit(udpFrame(64, 7, false))
 		yb.waitN(t, 1)
 		if at := yAt.Load(); at < 0 || at >= loops {
@@ -484,9 +472,7 @@ func TestFlowsKeepOrderAcrossQueues(t *testing.T) {
 			}()
 		}
 		wg.Wait()
-		for i := 0; i < 5000 && sink.n.Load() < flows*per; i++ {
-			time.Sleep(time.Millisecond)
-		}
+		eventually.True(t, "every frame delivered", func() bool { return sink.n.Load() >= flows*per })
 		if got := sink.n.Load(); got != flows*per {
 			t.Fatalf("delivered %d of %d", got, flows*per)
 		}
@@ -520,7 +506,9 @@ func TestCloseDrainsQueues(t *testing.T) {
 		t.Fatalf("transmit after Close: %v", err)
 	}
 	close(blocker.gate)
-	time.Sleep(10 * time.Millisecond)
+	// The worker flushes p's woken queue after the blocker's: once it is
+	// idle, anything it was going to deliver has been.
+	waitState(t, &p.B.queues[0], idle)
 	if got := rb.ids(); len(got) != 0 {
 		t.Fatalf("frames delivered after Close: %v", got)
 	}

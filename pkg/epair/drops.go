@@ -61,13 +61,3 @@ func (r DropReason) Spoofed() bool { return r >= DropSpoofMAC && r < NumDropReas
 func dropForSpoof(r SpoofReason) DropReason {
 	return DropSpoofMAC + DropReason(r-SpoofMAC)
 }
-
-// drop releases f, which e sent, and counts it under r. It is the one place
-// a frame leaves the core undelivered.
-func (e *End) drop(f *Frame, r DropReason) {
-	if caps := e.captures.Load(); caps != nil { // capture hook
-		caps.dropped(e, f.Data, r)
-	}
-	f.Release()
-	e.c.drops[r].Add(1)
-}

@@ -1,9 +1,6 @@
 package epair
 
-import (
-	"sync"
-	"time"
-)
+import "sync"
 
 // qstate is if_epair's EPAIR_QUEUE_* state.
 type qstate int
@@ -36,73 +33,6 @@ type queue struct {
 	// timer re-flushes a shaped queue once its head frame's tokens are
 	// there; made on first use, armed only while the queue is WAKING.
 	timer timer
-}
-
-// flush is epair_tx_start_deferred: deliver everything queued at this moment
-// (for a shaped End, the frames whose tokens are there), then finish.
-func (q *queue) flush() {
-	e := q.end
-	shaper := e.shaper.Load() // nil: unshaped, the one check it costs
-	var wait time.Duration
-
-	q.mu.Lock()
-	var batch []*Frame
-	bytes := q.bytes
-	if shaper == nil {
-		batch = q.frames
-		q.frames, q.spare = q.spare[:0], nil
-	} else {
-		batch, bytes, wait = q.takeShaped(shaper)
-	}
-	q.state = running
-	if bytes > 0 {
-		e.core.queued.Add(int64(-bytes))
-		q.bytes -= bytes
-	}
-	q.mu.Unlock()
-
-	caps := e.captures.Load() // capture hook: nil while nobody captures
-	for i, f := range batch {
-		if caps != nil {
-			caps.delivered(e, f.Data)
-		}
-		if err := e.sink.Deliver(q.id, f.Data); err != nil {
-			e.c.ierrors.Add(1)
-		}
-		f.Release()
-		batch[i] = nil
-	}
-	if e.after != nil {
-		e.after.Flushed(q.id)
-	}
-	q.finish(batch, shaper, wait)
-}
-
-// finish ends a flush: IDLE when the queue is empty; otherwise WAKING, with
-// either the timer armed (the head frame waits for tokens) or one more pass
-// scheduled on the shared worker rather than looping here, so one busy
-// queue cannot starve the others.
-func (q *queue) finish(batch []*Frame, shaper *Shaper, wait time.Duration) {
-	q.mu.Lock()
-	if q.spare == nil {
-		q.spare = batch[:0]
-	}
-	resched := false
-	switch {
-	case len(q.frames) == 0:
-		q.state = idle
-	case wait > 0:
-		q.state = waking
-		q.armTimer(shaper, wait)
-	default:
-		q.state = waking
-		resched = true
-	}
-	q.mu.Unlock()
-
-	if resched {
-		q.end.core.schedule(q)
-	}
 }
 
 // worker runs the flushes scheduled for one queue id, like one of

@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"errors"
+	"github.com/epair-cni/epair/internal/eventually"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -98,7 +99,7 @@ func startAgent(t *testing.T, client *fake.Clientset, mod func(*Config)) *agentE
 // and its watch would be lost.
 func watching(t *testing.T, client *fake.Clientset) {
 	t.Helper()
-	eventually(t, "the informer's watch", func() bool {
+	eventually.True(t, "the informer's watch", func() bool {
 		for _, a := range client.Actions() {
 			if a.GetVerb() == "watch" && a.GetResource().Resource == "nodes" {
 				return true
@@ -106,16 +107,6 @@ func watching(t *testing.T, client *fake.Clientset) {
 		}
 		return false
 	})
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatalf("timed out waiting for %s", what)
 }
 
 func (e *agentEnv) routesAre(want ...Route) func() bool {
@@ -137,7 +128,7 @@ func TestAgentFollowsNodes(t *testing.T) {
 	nodes := client.CoreV1().Nodes()
 
 	// Routes follow other nodes even before this node has its podCIDR.
-	eventually(t, "route to n2", e.routesAre(rt("10.244.2.0/24", "192.168.0.2", "n2")))
+	eventually.True(t, "route to n2", e.routesAre(rt("10.244.2.0/24", "192.168.0.2", "n2")))
 	if _, err := os.Stat(e.conf); !os.IsNotExist(err) {
 		t.Fatalf("conflist written without a podCIDR (stat: %v)", err)
 	}
@@ -149,7 +140,7 @@ func TestAgentFollowsNodes(t *testing.T) {
 	if _, err := nodes.Update(ctx, self, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the conflist", func() bool { _, err := os.Stat(e.conf); return err == nil })
+	eventually.True(t, "the conflist", func() bool { _, err := os.Stat(e.conf); return err == nil })
 	b, _ := os.ReadFile(e.conf)
 	want, _ := RenderConflist(ConflistParams{PodCIDRs: prefixes(t, "10.244.1.0/24", "fd00:244:1::/64"), MTU: 1450, Socket: "/run/epair/epair.sock"})
 	if string(b) != string(want) {
@@ -173,12 +164,12 @@ func TestAgentFollowsNodes(t *testing.T) {
 	if _, err := nodes.Update(ctx, node("n2", []string{"10.244.2.0/24"}, "192.168.0.22"), metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "n2 moved, n3 added", e.routesAre(
+	eventually.True(t, "n2 moved, n3 added", e.routesAre(
 		rt("10.244.2.0/24", "192.168.0.22", "n2"), rt("10.244.3.0/24", "192.168.0.3", "n3")))
 	if err := nodes.Delete(ctx, "n2", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "n2's route gone", e.routesAre(rt("10.244.3.0/24", "192.168.0.3", "n3")))
+	eventually.True(t, "n2's route gone", e.routesAre(rt("10.244.3.0/24", "192.168.0.3", "n3")))
 
 	// Without --cluster-cidr, every node's podCIDRs are the cluster.
 	_, _, cluster := e.net.snapshot()
@@ -191,14 +182,14 @@ func TestAgentFollowsNodes(t *testing.T) {
 func TestAgentKeepsConflistWhenPodCIDRGoes(t *testing.T) {
 	client := fake.NewClientset(node("self", []string{"10.244.1.0/24"}, "192.168.0.1"))
 	e := startAgent(t, client, func(c *Config) { c.MTU = 9000 })
-	eventually(t, "the conflist", func() bool { _, err := os.Stat(e.conf); return err == nil })
+	eventually.True(t, "the conflist", func() bool { _, err := os.Stat(e.conf); return err == nil })
 	before, _ := os.ReadFile(e.conf)
 	watching(t, client)
 	_, syncs, _ := e.net.snapshot()
 	if _, err := client.CoreV1().Nodes().Update(context.Background(), node("self", nil, "192.168.0.1"), metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "a sync after the update", func() bool { _, s, _ := e.net.snapshot(); return s > syncs })
+	eventually.True(t, "a sync after the update", func() bool { _, s, _ := e.net.snapshot(); return s > syncs })
 	after, err := os.ReadFile(e.conf)
 	if err != nil || string(after) != string(before) {
 		t.Errorf("conflist changed or removed: %v\n%s", err, after)
@@ -228,7 +219,7 @@ func TestAgentWaitsForTheAPIServer(t *testing.T) {
 		return down, nil, errors.New("connection refused")
 	})
 	e := startAgent(t, client, nil)
-	eventually(t, "a retried list", func() bool { mu.Lock(); defer mu.Unlock(); return lists >= 2 })
+	eventually.True(t, "a retried list", func() bool { mu.Lock(); defer mu.Unlock(); return lists >= 2 })
 	if _, syncs, _ := e.net.snapshot(); syncs != 0 {
 		t.Fatalf("%d route syncs while the apiserver is unreachable", syncs)
 	}
@@ -238,7 +229,7 @@ func TestAgentWaitsForTheAPIServer(t *testing.T) {
 	mu.Lock()
 	down = false
 	mu.Unlock()
-	eventually(t, "the conflist once the apiserver answers", func() bool { _, err := os.Stat(e.conf); return err == nil })
+	eventually.True(t, "the conflist once the apiserver answers", func() bool { _, err := os.Stat(e.conf); return err == nil })
 }
 
 func TestNewAgentNeedsNodeName(t *testing.T) {

@@ -2,6 +2,8 @@ package metrics
 
 import (
 	"bytes"
+	"fmt"
+	"github.com/epair-cni/epair/internal/eventually"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -73,12 +75,7 @@ func corePair(t testing.TB) (*epair.Pair, *countingSink) {
 // waitDelivered waits until s has n frames.
 func waitDelivered(t *testing.T, s *countingSink, n int64) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); s.n.Load() < n; {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d frames delivered", s.n.Load(), n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	eventually.True(t, fmt.Sprintf("%d frames delivered", n), func() bool { return s.n.Load() >= n })
 }
 
 const podLabels = `pod_namespace="default",pod_name="web-0",container_id="c0ffee",interface="eth0",pair="3"`
