@@ -163,7 +163,7 @@ srv() { case $1 in veth) echo "$ns_vb" ;; epair) echo "$ns_eb" ;; spoof) echo "$
 sip() { case $1 in veth) echo 10.124.1.2 ;; epair) echo 10.124.2.2 ;; spoof) echo 10.124.3.2 ;; shaped) echo 10.124.4.2 ;; esac; }
 kinds="veth epair spoof shaped" # all of them: TCP 1 stream, ping, UDP with the first UDP_SENDERS
 for k in $kinds; do
-	ip netns exec "$(cli $k)" ping -c 2 -i 0.2 -W 2 "$(sip $k)" >/dev/null || die "$k: no ping across the pair"
+	ip netns exec "$(cli "$k")" ping -c 2 -i 0.2 -W 2 "$(sip "$k")" >/dev/null || die "$k: no ping across the pair"
 done
 
 raw=$work/raw.txt # every measurement, for the details section
@@ -181,7 +181,7 @@ go test -run XXX -bench . -benchmem -benchtime "$GOBENCH_TIME" ./pkg/epair | tee
 # ---- latency: ping
 log "ping: $COUNT at 10 ms each way"
 for k in $kinds; do
-	ip netns exec "$(cli $k)" ping -n -c "$COUNT" -i 0.01 -W 1 "$(sip $k)" >"$work/ping.$k" || true
+	ip netns exec "$(cli "$k")" ping -n -c "$COUNT" -i 0.01 -W 1 "$(sip "$k")" >"$work/ping.$k" || true
 	read -r n avg p50 p99 < <(sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' "$work/ping.$k" | "$nb" quantiles)
 	rec "ping $k: replies=$n/$COUNT avg=$avg p50=$p50 p99=$p99 ms"
 	put "ping_avg.$k" "$avg"; put "ping_p99.$k" "$p99"; put "ping_n.$k" "$n"
@@ -190,12 +190,12 @@ done
 # ---- latency: TCP request/response
 log "TCP request/response: $REPS x ${SECS}s each"
 for k in veth epair; do
-	ip netns exec "$(srv $k)" "$nb" rr-server -listen "$(sip $k):9001" &
+	ip netns exec "$(srv "$k")" "$nb" rr-server -listen "$(sip "$k"):9001" &
 	echo $! >"$work/rr-$k.pid"
 done
 for r in $(seq "$REPS"); do
 	for k in veth epair; do
-		out=$(ip netns exec "$(cli $k)" "$nb" rr-client -to "$(sip $k):9001" -duration "${SECS}s")
+		out=$(ip netns exec "$(cli "$k")" "$nb" rr-client -to "$(sip "$k"):9001" -duration "${SECS}s")
 		rec "rr $k #$r: $out"
 		put "rr_rate.$k" "$(jget per_sec <<<"$out")"
 		put "rr_p50.$k" "$(jget p50_us <<<"$out")"
@@ -207,7 +207,7 @@ for k in veth epair; do kill "$(cat "$work/rr-$k.pid")"; rm -f "$work/rr-$k.pid"
 # ---- TCP throughput
 log "TCP throughput: 1 and 4 streams, $REPS x ${SECS}s each"
 for k in $kinds; do
-	ip netns exec "$(srv $k)" iperf3 -s -B "$(sip $k)" -D -I "$work/iperf-$k.pid" >/dev/null
+	ip netns exec "$(srv "$k")" iperf3 -s -B "$(sip "$k")" -D -I "$work/iperf-$k.pid" >/dev/null
 done
 sleep 0.3
 for r in $(seq "$REPS"); do
@@ -215,7 +215,7 @@ for r in $(seq "$REPS"); do
 		ks=$kinds
 		[ "$p" = 1 ] || ks="veth epair"
 		for k in $ks; do
-			ip netns exec "$(cli $k)" iperf3 -c "$(sip $k)" -t "$SECS" -P "$p" -J >"$work/iperf.json" ||
+			ip netns exec "$(cli "$k")" iperf3 -c "$(sip "$k")" -t "$SECS" -P "$p" -J >"$work/iperf.json" ||
 				die "iperf3 $k -P $p: $(cat "$work/iperf.json")"
 			read -r gbps retr < <("$nb" iperf <"$work/iperf.json")
 			rec "tcp $k P$p #$r: $gbps Gbit/s, $retr retransmits"
@@ -235,19 +235,19 @@ for r in $(seq "$REPS"); do
 		ks=$kinds
 		[ "$nsend" = "$udp_first" ] || ks="veth epair"
 		for k in $ks; do
-			[ $k != veth ] && { tap0=$(tx_dropped $k); oq0=$(oqdrops $k); }
-			ip netns exec "$(srv $k)" "$nb" udp-sink -listen "$(sip $k):9000" -duration "$((SECS + 2))s" >"$work/sink.json" &
+			[ "$k" != veth ] && { tap0=$(tx_dropped "$k"); oq0=$(oqdrops "$k"); }
+			ip netns exec "$(srv "$k")" "$nb" udp-sink -listen "$(sip "$k"):9000" -duration "$((SECS + 2))s" >"$work/sink.json" &
 			sink=$!
 			echo $sink >"$work/sink.pid"
 			sleep 0.3
-			sent=$(ip netns exec "$(cli $k)" "$nb" udp-blast -to "$(sip $k):9000" -size "$UDP_SIZE" -duration "${SECS}s" -senders "$nsend")
+			sent=$(ip netns exec "$(cli "$k")" "$nb" udp-blast -to "$(sip "$k"):9000" -size "$UDP_SIZE" -duration "${SECS}s" -senders "$nsend")
 			wait $sink || die "udp-sink $k failed"
 			rm -f "$work/sink.pid"
 			got=$(cat "$work/sink.json")
 			s=$(jget sent <<<"$sent") g=$(jget received <<<"$got")
 			loss=$(awk -v s="$s" -v g="$g" 'BEGIN {printf "%.2f", s ? 100 * (1 - g / s) : 0}')
 			extra=
-			[ $k != veth ] && extra=" a-end TAP tx_dropped +$(($(tx_dropped $k) - tap0)), epair oqdrops +$(($(oqdrops $k) - oq0))"
+			[ "$k" != veth ] && extra=" a-end TAP tx_dropped +$(($(tx_dropped "$k") - tap0)), epair oqdrops +$(($(oqdrops "$k") - oq0))"
 			rec "udp $k ${nsend}x #$r: sender $sent sink $got loss=$loss%$extra"
 			put "udp_rx_k$nsend.$k" "$(jget pps <<<"$got" | awk '{print $1 / 1000}')"
 			put "udp_tx_k$nsend.$k" "$(jget pps <<<"$sent" | awk '{print $1 / 1000}')"
@@ -287,7 +287,7 @@ have=$(npairs)
 sleep "$SETTLE_SECS"
 rss1=$(rss)
 threads=$(awk '/^Threads:/ {print $2}' "/proc/$spid/status")
-fds=$(ls "/proc/$spid/fd" | wc -l)
+fds=$(find "/proc/$spid/fd" -mindepth 1 -maxdepth 1 | wc -l)
 hz=$(getconf CLK_TCK)
 c0=$(cputicks) w0=$(date +%s.%N)
 sleep "$IDLE_SECS"
@@ -299,7 +299,7 @@ seq 0 $((PAIRS - 1)) | xargs -P "$SCALE_PAR" -I{} "$bin" pair del p{} --socket "
 t3=$(date +%s.%N)
 left=$(npairs)
 links=$(ip -n "$ns_sa" -o link | grep -vc ': lo:' || true)
-[ "$left" -eq 0 ] && [ "$links" -eq 0 ] || die "after deleting: $left pairs in the daemon, $links links in $ns_sa"
+if [ "$left" -ne 0 ] || [ "$links" -ne 0 ]; then die "after deleting: $left pairs in the daemon, $links links in $ns_sa"; fi
 sleep "$SETTLE_SECS"
 rss2=$(rss)
 add_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
