@@ -123,7 +123,13 @@ e2e-containerd: build cni-plugins
 e2e-kubelet: build cni-plugins
 	EPAIR_BIN=$(CURDIR)/$(BIN) EPAIR_KUBE_BIN=$(CURDIR)/bin/kube/epair EPAIR_CNI_PLUGINS=$(CURDIR)/bin/cni e2e/kubelet/run.sh
 
+# Every shell script: the *.sh files, and any other tracked file that starts
+# with a sh/bash shebang (.ci/run). -x follows `source`; e2e/lib.sh is
+# checked on its own too (its "shell=bash" directive).
+SHELL_SCRIPTS = $(shell git ls-files '*.sh'; git ls-files | grep -v '\.sh$$' | while read -r f; do [ -f "$$f" ] && head -n1 "$$f" | grep -qE '^\#!.*[/ ](ba)?sh' && echo "$$f"; done)
+
 lint:
+	shellcheck -x $(SHELL_SCRIPTS)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags kubernetes ./...

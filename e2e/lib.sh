@@ -185,7 +185,7 @@ remove_netns() {
 			rm -f "$p"
 		done
 	fi
-	for p in $(ls -d /var/run/netns/cni-* 2>/dev/null | sort | comm -13 "$T/netns-before" -); do
+	for p in $(find /var/run/netns -maxdepth 1 -name 'cni-*' 2>/dev/null | sort | comm -13 "$T/netns-before" -); do
 		grep -qxF "$p" "$T/netns-paths" && continue
 		if nsenter --net="$p" ip -4 -o addr 2>/dev/null | has "inet $1"; then
 			echo "cleanup: removing leftover pod netns $p" >&2
@@ -249,7 +249,7 @@ record_baselines() {
 	touch "$T/netns-paths" "$T/pod-ids"
 	# shellcheck disable=SC2034 # read by the suites' cleanup
 	[ -d /run/containerd ] && RUN_CONTAINERD_EXISTED=1 || RUN_CONTAINERD_EXISTED=
-	ls -d /var/run/netns/cni-* 2>/dev/null | sort >"$T/netns-before" || true
+	find /var/run/netns -maxdepth 1 -name 'cni-*' 2>/dev/null | sort >"$T/netns-before" || true
 	ip -o link | awk -F': ' '{print $2}' | sed 's/@.*//' | grep epair | sort >"$T/links-before" || true
 }
 

@@ -33,7 +33,7 @@ CTRD_PID='' DAEMON_PID=''
 
 [ "$(id -u)" -eq 0 ] || die "run as root (containerd, namespaces, TAPs)"
 [ -x "$EPAIR" ] || die "$EPAIR missing: run make build"
-[ -x "$CNI_PLUGINS/host-local" ] && [ -x "$CNI_PLUGINS/bridge" ] || die "$CNI_PLUGINS incomplete: run make cni-plugins"
+if [ ! -x "$CNI_PLUGINS/host-local" ] || [ ! -x "$CNI_PLUGINS/bridge" ]; then die "$CNI_PLUGINS incomplete: run make cni-plugins"; fi
 
 # ---------------------------------------------------------------- helpers
 
@@ -70,6 +70,8 @@ cleanup() {
 		# A RunPodSandbox cut short (Ctrl-C) goes on in containerd, which undoes
 		# it itself (CNI DEL, netns, shim): let it finish first.
 		for _ in $(seq 200); do runp_in_flight || break; sleep 0.1; done
+		# No filter: every pod of this private containerd is the suite's.
+		# shellcheck disable=SC2119
 		remove_cri_pods
 		stop_pid "$CTRD_PID"
 	fi
@@ -331,10 +333,10 @@ nothing_left() { # NETWORK IP...
 		x=$(ip -n "$NS" -4 route show "$ip/32") && [ -n "$x" ] && { echo "route to $ip left: $x"; bad=1; }
 		[ -e "$T/ipam/$net/$ip" ] && { echo "host-local reservation $T/ipam/$net/$ip left"; bad=1; }
 	done
-	x=$(ls "$T/ipam/$net" 2>/dev/null | grep -E '^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$') && { echo "host-local reservations left: $x"; bad=1; }
+	x=$(find "$T/ipam/$net" -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | grep -E '^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$') && { echo "host-local reservations left: $x"; bad=1; }
 	while read -r p; do [ -e "$p" ] && { echo "pod netns $p left"; bad=1; }; done <"$T/netns-paths"
-	x=$(ls -d /var/run/netns/cni-* 2>/dev/null | sort | comm -13 "$T/netns-before" -) && [ -n "$x" ] && { echo "new cni-* netns: $x"; bad=1; }
-	x=$(ls /var/lib/cni/results 2>/dev/null | grep "^$net-") && { echo "libcni cache left: $x"; bad=1; }
+	x=$(find /var/run/netns -maxdepth 1 -name 'cni-*' 2>/dev/null | sort | comm -13 "$T/netns-before" -) && [ -n "$x" ] && { echo "new cni-* netns: $x"; bad=1; }
+	x=$(find /var/lib/cni/results -mindepth 1 -maxdepth 1 -name "$net-*" -printf '%f\n' 2>/dev/null) && [ -n "$x" ] && { echo "libcni cache left: $x"; bad=1; }
 	x=$(cri pods -q) && [ -n "$x" ] && { echo "pods left: $x"; bad=1; }
 	return $bad
 }

@@ -112,8 +112,12 @@ kc() { timeout --foreground 60 nsenter --net="$NSPATH" "$K8S/kubectl" --kubeconf
 # The pods' network namespaces (by the CRI), for the leftover check and the cleanup.
 record_netns() {
 	local p
+	local js
 	for p in $(cri pods -q); do
-		cri inspectp -o json "$p" | jq -r '.info.runtimeSpec.linux.namespaces[]? | select(.type == "network") | .path'
+		# kubelet's GC may remove a stopped sandbox between the list and the
+		# inspect (NotFound): it has no netns left to record.
+		js=$(cri inspectp -o json "$p" 2>/dev/null) || continue
+		jq -r '.info.runtimeSpec.linux.namespaces[]? | select(.type == "network") | .path' <<<"$js"
 	done >>"$T/netns-paths"
 }
 

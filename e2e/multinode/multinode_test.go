@@ -238,15 +238,11 @@ func (c *cluster) watching(t *testing.T) {
 	})
 }
 
+// eventually waits up to 15 s: a node agent's watch and route sync on a
+// loaded 2-core machine.
 func eventually(t *testing.T, what string, cond func() error) {
 	t.Helper()
-	var err error
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if err = cond(); err == nil {
-			return
-		}
-	}
-	t.Fatalf("timed out waiting for %s: %v", what, err)
+	harness.Eventually(t, 15*time.Second, what, cond)
 }
 
 // routes returns the node's main-table IPv4 routes as "dst via gw proto N".

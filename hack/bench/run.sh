@@ -190,7 +190,7 @@ sip() { case $1 in veth) echo 10.124.1.2 ;; epair | capture) echo 10.124.2.2 ;; 
 kinds="veth epair fwd spoof shaped" # all of them: TCP 1 stream, ping, UDP with the first UDP_SENDERS
 core="veth epair fwd"                # every figure
 for k in $kinds; do
-	ip netns exec "$(cli $k)" ping -c 2 -i 0.2 -W 2 "$(sip $k)" >/dev/null || die "$k: no ping across the pair"
+	ip netns exec "$(cli "$k")" ping -c 2 -i 0.2 -W 2 "$(sip "$k")" >/dev/null || die "$k: no ping across the pair"
 done
 
 raw=$work/raw.txt # every measurement, for the details section
@@ -208,7 +208,7 @@ go test -run XXX -bench . -benchmem -benchtime "$GOBENCH_TIME" ./pkg/epair | tee
 # ---- latency: ping
 log "ping: $COUNT at 10 ms each way"
 for k in $kinds; do
-	ip netns exec "$(cli $k)" ping -n -c "$COUNT" -i 0.01 -W 1 "$(sip $k)" >"$work/ping.$k" || true
+	ip netns exec "$(cli "$k")" ping -n -c "$COUNT" -i 0.01 -W 1 "$(sip "$k")" >"$work/ping.$k" || true
 	read -r n avg p50 p99 < <(sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' "$work/ping.$k" | "$nb" quantiles)
 	rec "ping $k: replies=$n/$COUNT avg=$avg p50=$p50 p99=$p99 ms"
 	put "ping_avg.$k" "$avg"; put "ping_p99.$k" "$p99"; put "ping_n.$k" "$n"
@@ -217,12 +217,12 @@ done
 # ---- latency: TCP request/response
 log "TCP request/response: $REPS x ${SECS}s each"
 for k in $core; do
-	ip netns exec "$(srv $k)" "$nb" rr-server -listen "$(sip $k):9001" &
+	ip netns exec "$(srv "$k")" "$nb" rr-server -listen "$(sip "$k"):9001" &
 	echo $! >"$work/rr-$k.pid"
 done
 for r in $(seq "$REPS"); do
 	for k in $core; do
-		out=$(ip netns exec "$(cli $k)" "$nb" rr-client -to "$(sip $k):9001" -duration "${SECS}s")
+		out=$(ip netns exec "$(cli "$k")" "$nb" rr-client -to "$(sip "$k"):9001" -duration "${SECS}s")
 		rec "rr $k #$r: $out"
 		put "rr_rate.$k" "$(jget per_sec <<<"$out")"
 		put "rr_p50.$k" "$(jget p50_us <<<"$out")"
@@ -234,7 +234,7 @@ for k in $core; do kill "$(cat "$work/rr-$k.pid")"; rm -f "$work/rr-$k.pid"; don
 # ---- TCP throughput
 log "TCP throughput: 1 and 4 streams, $REPS x ${SECS}s each"
 for k in $kinds; do
-	ip netns exec "$(srv $k)" iperf3 -s -B "$(sip $k)" -D -I "$work/iperf-$k.pid" >/dev/null
+	ip netns exec "$(srv "$k")" iperf3 -s -B "$(sip "$k")" -D -I "$work/iperf-$k.pid" >/dev/null
 done
 sleep 0.3
 # capture: the epair pair again, while `epair capture` of its a end writes
@@ -254,10 +254,10 @@ for r in $(seq "$REPS"); do
 		ks="$kinds capture"
 		[ "$p" = 1 ] || ks=$core
 		for k in $ks; do
-			[ $k = capture ] && capture_start
-			ip netns exec "$(cli $k)" iperf3 -c "$(sip $k)" -t "$SECS" -P "$p" -J >"$work/iperf.json" ||
+			[ "$k" = capture ] && capture_start
+			ip netns exec "$(cli "$k")" iperf3 -c "$(sip "$k")" -t "$SECS" -P "$p" -J >"$work/iperf.json" ||
 				die "iperf3 $k -P $p: $(cat "$work/iperf.json")"
-			[ $k = capture ] && capture_stop
+			[ "$k" = capture ] && capture_stop
 			read -r gbps retr < <("$nb" iperf <"$work/iperf.json")
 			rec "tcp $k P$p #$r: $gbps Gbit/s, $retr retransmits"
 			put "tcp$p.$k" "$gbps"; put "retr$p.$k" "$retr"
@@ -277,19 +277,19 @@ for r in $(seq "$REPS"); do
 		ks=$kinds
 		[ "$nsend" = "$udp_first" ] || ks=$core
 		for k in $ks; do
-			[ $k != veth ] && { tap0=$(tx_dropped $k); oq0=$(oqdrops $k); }
-			ip netns exec "$(srv $k)" "$nb" udp-sink -listen "$(sip $k):9000" -duration "$((SECS + 2))s" >"$work/sink.json" &
+			[ "$k" != veth ] && { tap0=$(tx_dropped "$k"); oq0=$(oqdrops "$k"); }
+			ip netns exec "$(srv "$k")" "$nb" udp-sink -listen "$(sip "$k"):9000" -duration "$((SECS + 2))s" >"$work/sink.json" &
 			sink=$!
 			echo $sink >"$work/sink.pid"
 			sleep 0.3
-			sent=$(ip netns exec "$(cli $k)" "$nb" udp-blast -to "$(sip $k):9000" -size "$UDP_SIZE" -duration "${SECS}s" -senders "$nsend")
+			sent=$(ip netns exec "$(cli "$k")" "$nb" udp-blast -to "$(sip "$k"):9000" -size "$UDP_SIZE" -duration "${SECS}s" -senders "$nsend")
 			wait $sink || die "udp-sink $k failed"
 			rm -f "$work/sink.pid"
 			got=$(cat "$work/sink.json")
 			s=$(jget sent <<<"$sent") g=$(jget received <<<"$got")
 			loss=$(awk -v s="$s" -v g="$g" 'BEGIN {printf "%.2f", s ? 100 * (1 - g / s) : 0}')
 			extra=
-			[ $k != veth ] && extra=" a-end TAP tx_dropped +$(($(tx_dropped $k) - tap0)), epair oqdrops +$(($(oqdrops $k) - oq0))"
+			[ "$k" != veth ] && extra=" a-end TAP tx_dropped +$(($(tx_dropped "$k") - tap0)), epair oqdrops +$(($(oqdrops "$k") - oq0))"
 			rec "udp $k ${nsend}x #$r: sender $sent sink $got loss=$loss%$extra"
 			put "udp_rx_k$nsend.$k" "$(jget pps <<<"$got" | awk '{print $1 / 1000}')"
 			put "udp_tx_k$nsend.$k" "$(jget pps <<<"$sent" | awk '{print $1 / 1000}')"
@@ -326,23 +326,23 @@ traced() { # kind out cmd...: runs cmd while strace counts the kind's system cal
 calls() { awk '$NF == "total" {print $4}' "$1"; } # strace -c: % seconds usecs/call calls [errors] total
 per() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", b ? a / b : 0}'; }
 for k in epair fwd; do
-	ip netns exec "$(srv $k)" iperf3 -s -B "$(sip $k)" -D -I "$work/iperf-$k.pid" >/dev/null
-	ip netns exec "$(srv $k)" "$nb" rr-server -listen "$(sip $k):9001" &
+	ip netns exec "$(srv "$k")" iperf3 -s -B "$(sip "$k")" -D -I "$work/iperf-$k.pid" >/dev/null
+	ip netns exec "$(srv "$k")" "$nb" rr-server -listen "$(sip "$k"):9001" &
 	echo $! >"$work/rr-$k.pid"
 done
 sleep 0.3
 for k in epair fwd; do
 	f0=$(taptx $k)
-	traced $k "$work/strace-tcp.$k" ip netns exec "$(cli $k)" iperf3 -c "$(sip $k)" -t "$SYS_SECS" -J >"$work/iperf.json"
+	traced $k "$work/strace-tcp.$k" ip netns exec "$(cli "$k")" iperf3 -c "$(sip "$k")" -t "$SYS_SECS" -J >"$work/iperf.json"
 	frames=$(($(taptx $k) - f0)) n=$(calls "$work/strace-tcp.$k")
 	rec "syscalls $k tcp1: $n calls for $frames frames; top: $(sed -n '3,7p' "$work/strace-tcp.$k" | awk '{printf "%s %s, ", $NF, $4}')"
 	put "sys_frame.$k" "$(per "$n" "$frames")"
-	out=$(traced $k "$work/strace-rr.$k" ip netns exec "$(cli $k)" "$nb" rr-client -to "$(sip $k):9001" -duration "${SYS_SECS}s")
+	out=$(traced $k "$work/strace-rr.$k" ip netns exec "$(cli "$k")" "$nb" rr-client -to "$(sip "$k"):9001" -duration "${SYS_SECS}s")
 	tx=$(jget transactions <<<"$out") n=$(calls "$work/strace-rr.$k")
 	rec "syscalls $k rr: $n calls for $tx transactions; top: $(sed -n '3,7p' "$work/strace-rr.$k" | awk '{printf "%s %s, ", $NF, $4}')"
 	put "sys_rr.$k" "$(per "$n" "$tx")"
 	c0=$(ctxsw "${cable[$k]}")
-	out=$(ip netns exec "$(cli $k)" "$nb" rr-client -to "$(sip $k):9001" -duration "${SYS_SECS}s")
+	out=$(ip netns exec "$(cli "$k")" "$nb" rr-client -to "$(sip "$k"):9001" -duration "${SYS_SECS}s")
 	tx=$(jget transactions <<<"$out") c=$(($(ctxsw "${cable[$k]}") - c0))
 	rec "wakeups $k rr: $c context switches for $tx transactions"
 	put "csw_rr.$k" "$(per "$c" "$tx")"
@@ -383,7 +383,7 @@ have=$(npairs)
 sleep "$SETTLE_SECS"
 rss1=$(rss)
 threads=$(awk '/^Threads:/ {print $2}' "/proc/$spid/status")
-fds=$(ls "/proc/$spid/fd" | wc -l)
+fds=$(find "/proc/$spid/fd" -mindepth 1 -maxdepth 1 | wc -l)
 hz=$(getconf CLK_TCK)
 c0=$(cputicks) w0=$(date +%s.%N)
 sleep "$IDLE_SECS"
@@ -395,7 +395,7 @@ seq 0 $((PAIRS - 1)) | xargs -P "$SCALE_PAR" -I{} "$bin" pair del p{} --socket "
 t3=$(date +%s.%N)
 left=$(npairs)
 links=$(ip -n "$ns_sa" -o link | grep -vc ': lo:' || true)
-[ "$left" -eq 0 ] && [ "$links" -eq 0 ] || die "after deleting: $left pairs in the daemon, $links links in $ns_sa"
+if [ "$left" -ne 0 ] || [ "$links" -ne 0 ]; then die "after deleting: $left pairs in the daemon, $links links in $ns_sa"; fi
 sleep "$SETTLE_SECS"
 rss2=$(rss)
 add_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
