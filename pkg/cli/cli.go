@@ -24,6 +24,7 @@ import (
 	"github.com/epair-cni/epair/pkg/epair"
 	"github.com/epair-cni/epair/pkg/metrics"
 	"github.com/epair-cni/epair/pkg/state"
+	"github.com/epair-cni/epair/pkg/version"
 )
 
 const usage = `usage: epair COMMAND [flags]
@@ -88,7 +89,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 			return c.Stats(ctx, id)
 		})
 	case "version":
-		fmt.Fprintln(stdout, daemon.Version)
+		fmt.Fprintln(stdout, version.Version)
 		return nil
 	case "-h", "--help", "help":
 		return flag.ErrHelp
