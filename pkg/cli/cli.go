@@ -22,6 +22,7 @@ import (
 	"github.com/epair-cni/epair/pkg/daemon"
 	"github.com/epair-cni/epair/pkg/datapath"
 	"github.com/epair-cni/epair/pkg/epair"
+	"github.com/epair-cni/epair/pkg/kube/kubeopts"
 	"github.com/epair-cni/epair/pkg/metrics"
 	"github.com/epair-cni/epair/pkg/state"
 	"github.com/epair-cni/epair/pkg/version"
@@ -168,7 +169,7 @@ func runDaemon(args []string) error {
 		Core:     epair.Config{Queues: *queues, QueueLen: *qlen, QueueBytes: *qbytes, MaxQueuedBytes: *maxBytes, Policy: pol},
 		Datapath: datapath.Options{PeerPoll: *peerPoll, BusyPoll: *busyPoll},
 	}
-	var ko *KubeOptions
+	var ko *kubeopts.Options
 	if kf.enabled {
 		if ko, err = kf.options(*sock); err != nil {
 			return err
