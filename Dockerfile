@@ -32,7 +32,7 @@ COPY . .
 # an exec); only the agent's build has -tags kubernetes.
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
 	set -eux; \
-	ld="-X github.com/epair-cni/epair/pkg/daemon.Version=${VERSION}"; \
+	ld="-X github.com/epair-cni/epair/pkg/version.Version=${VERSION}"; \
 	mkdir -p /rootfs/opt/epair/cni /rootfs/usr/local/bin; \
 	go build -ldflags "$ld" -o /rootfs/opt/epair/cni/epair ./plugins/epair; \
 	go build -tags kubernetes -ldflags "-s -w $ld" -o /rootfs/usr/local/bin/epair ./plugins/epair

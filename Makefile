@@ -2,7 +2,7 @@
 GO        ?= go
 BIN       := bin/epair
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -X github.com/epair-cni/epair/pkg/daemon.Version=$(VERSION)
+LDFLAGS   := -X github.com/epair-cni/epair/pkg/version.Version=$(VERSION)
 # Privileged suites create namespaces and TAPs: one package at a time keeps
 # their daemons and namespaces from crowding two cores.
 TESTFLAGS ?= -count=1 -p 1 -timeout 20m

@@ -22,8 +22,10 @@ import (
 	"github.com/epair-cni/epair/pkg/daemon"
 	"github.com/epair-cni/epair/pkg/datapath"
 	"github.com/epair-cni/epair/pkg/epair"
+	"github.com/epair-cni/epair/pkg/kube/kubeopts"
 	"github.com/epair-cni/epair/pkg/metrics"
 	"github.com/epair-cni/epair/pkg/state"
+	"github.com/epair-cni/epair/pkg/version"
 )
 
 const usage = `usage: epair COMMAND [flags]
@@ -92,7 +94,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case "capture":
 		return runCapture(args[1:], stdout, stderr)
 	case "version":
-		fmt.Fprintln(stdout, daemon.Version)
+		fmt.Fprintln(stdout, version.Version)
 		return nil
 	case "-h", "--help", "help":
 		return flag.ErrHelp
@@ -171,7 +173,7 @@ func runDaemon(args []string) error {
 		Core:     epair.Config{Queues: *queues, QueueLen: *qlen, QueueBytes: *qbytes, MaxQueuedBytes: *maxBytes, Policy: pol},
 		Datapath: datapath.Options{PeerPoll: *peerPoll, BusyPoll: *busyPoll},
 	}
-	var ko *KubeOptions
+	var ko *kubeopts.Options
 	if kf.enabled {
 		if ko, err = kf.options(*sock); err != nil {
 			return err

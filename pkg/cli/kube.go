@@ -10,30 +10,19 @@ import (
 	"strings"
 
 	"github.com/epair-cni/epair/pkg/api"
+	"github.com/epair-cni/epair/pkg/kube/kubeopts"
 )
-
-// KubeOptions are the flags of `epair daemon --kubernetes`, checked.
-type KubeOptions struct {
-	NodeName, Kubeconfig               string
-	CNIBinDir, CNIConfDir, CNIConfName string
-	CNIInstallSrc, CNISocket           string
-	IPAMDataDir                        string
-	ClusterCIDRs, ServiceCIDRs         []netip.Prefix
-	Masquerade                         bool
-	MTU                                int
-	HealthAddr                         string
-}
 
 // Kubernetes runs the Kubernetes node agent next to the daemon: daemon runs
 // the datapath and calls ready once it serves. It is nil in the lean build
 // (client-go's init would cost every CNI exec); plugins/epair/kube.go, built
 // with -tags kubernetes, sets it.
-var Kubernetes func(ctx context.Context, o KubeOptions, daemon func(ctx context.Context, ready func()) error) error
+var Kubernetes func(ctx context.Context, o kubeopts.Options, daemon func(ctx context.Context, ready func()) error) error
 
 // kubeFlagSet holds the raw --kubernetes flags.
 type kubeFlagSet struct {
 	enabled                            bool
-	o                                  KubeOptions
+	o                                  kubeopts.Options
 	clusterCIDRs, serviceCIDRs, socket string
 }
 
@@ -57,7 +46,7 @@ func kubeFlags(fs *flag.FlagSet) *kubeFlagSet {
 }
 
 // options checks the flags; sock is --socket, the default of --cni-socket.
-func (k *kubeFlagSet) options(sock string) (*KubeOptions, error) {
+func (k *kubeFlagSet) options(sock string) (*kubeopts.Options, error) {
 	if Kubernetes == nil {
 		return nil, fmt.Errorf("this build has no Kubernetes support; use the image's /usr/local/bin/epair")
 	}

@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/epair-cni/epair/pkg/kube/kubeopts"
 )
 
 func TestDaemonKubernetesLeanBuild(t *testing.T) {
@@ -21,11 +23,11 @@ func TestDaemonKubernetesLeanBuild(t *testing.T) {
 }
 
 // stubKubernetes records the options the agent would get, without running it.
-func stubKubernetes(t *testing.T) *KubeOptions {
+func stubKubernetes(t *testing.T) *kubeopts.Options {
 	t.Helper()
-	got := &KubeOptions{}
+	got := &kubeopts.Options{}
 	old := Kubernetes
-	Kubernetes = func(_ context.Context, o KubeOptions, _ func(context.Context, func()) error) error {
+	Kubernetes = func(_ context.Context, o kubeopts.Options, _ func(context.Context, func()) error) error {
 		*got = o
 		return nil
 	}
@@ -43,7 +45,7 @@ func TestDaemonKubernetesFlags(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
-	want := KubeOptions{
+	want := kubeopts.Options{
 		NodeName: "from-env", CNIBinDir: "/host/opt/cni/bin", CNIConfDir: "/host/etc/cni/net.d",
 		CNIConfName: "10-epair.conflist", CNIInstallSrc: "/opt/epair/cni", CNISocket: "/run/x/epair.sock",
 		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd00:244::/56")},

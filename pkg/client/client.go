@@ -56,11 +56,6 @@ type Client struct {
 // Option changes how a Client checks or talks to its daemon.
 type Option func(*Client)
 
-// AllowOwnUID makes the client trust a socket served by its own uid as well
-// as one served by root. It is for tests that run a fake daemon as an
-// unprivileged user; the plugin and the CLI never use it.
-func AllowOwnUID() Option { return func(c *Client) { c.allowOwnUID = true } }
-
 // idleConnTimeout is shorter than the daemon's idle timeout (10 s), so the
 // client drops a kept-alive connection before the daemon closes it: a
 // request sent just as the daemon closes would fail, and a POST is not

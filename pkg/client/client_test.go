@@ -103,3 +103,8 @@ func TestRefusesOtherUser(t *testing.T) {
 		}
 	}
 }
+
+// AllowOwnUID makes the client trust a socket served by its own uid as well
+// as one served by root. Only tests, which run a fake daemon as an
+// unprivileged user, need it, so it lives here and not in the client.
+func AllowOwnUID() Option { return func(c *Client) { c.allowOwnUID = true } }

@@ -57,21 +57,22 @@ func cmdGC(args *skel.CmdArgs) error {
 }
 
 // ipamDelFor runs the IPAM plugin's DEL for another attachment than the one
-// in this invocation's environment.
+// in this invocation's environment. The attachment goes into the plugin's
+// environment through invoke.Args rather than os.Setenv, so this process's
+// own environment (which GC reads meanwhile) never changes; CNI_ARGS and
+// CNI_PATH are passed on as the runtime gave them, as DelegateDel does.
 func ipamDelFor(ctx context.Context, conf *NetConf, stdin []byte, containerID, ifName, netns string) error {
-	env := map[string]string{"CNI_CONTAINERID": containerID, "CNI_IFNAME": ifName, "CNI_NETNS": netns}
-	saved := map[string]string{}
-	for k, v := range env {
-		saved[k] = os.Getenv(k)
-		os.Setenv(k, v)
+	fail := func(err error) error { return ipamError(conf, "DEL of "+containerID+"/"+ifName, err) }
+	path, err := invoke.FindInPath(conf.IPAM.Type, cniPaths())
+	if err != nil {
+		return fail(err)
 	}
-	defer func() {
-		for k, v := range saved {
-			os.Setenv(k, v)
-		}
-	}()
-	if err := invoke.DelegateDel(ctx, conf.IPAM.Type, stdin, nil); err != nil {
-		return ipamError(conf, "DEL of "+containerID+"/"+ifName, err)
+	args := &invoke.Args{
+		Command: "DEL", ContainerID: containerID, IfName: ifName, NetNS: netns,
+		PluginArgsStr: os.Getenv("CNI_ARGS"), Path: os.Getenv("CNI_PATH"),
+	}
+	if err := invoke.ExecPluginWithoutResult(ctx, path, stdin, args, nil); err != nil {
+		return fail(err)
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/epair-cni/epair/pkg/api"
 	"github.com/epair-cni/epair/pkg/epair"
+	"github.com/epair-cni/epair/pkg/version"
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
@@ -231,7 +232,7 @@ func newPacketWriter(w io.Writer, o *api.CaptureOptions, name string, snaplen in
 		SnapLength: uint32(snaplen), TimestampResolution: 9,
 	}
 	ng, err := pcapgo.NewNgWriterInterface(w, intf, pcapgo.NgWriterOptions{
-		SectionInfo: pcapgo.NgSectionInfo{Application: "epair capture " + Version},
+		SectionInfo: pcapgo.NgSectionInfo{Application: "epair capture " + version.Version},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("write pcapng header: %w", err)

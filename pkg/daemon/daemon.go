@@ -13,6 +13,7 @@ import (
 	"github.com/epair-cni/epair/pkg/api"
 	"github.com/epair-cni/epair/pkg/datapath"
 	"github.com/epair-cni/epair/pkg/epair"
+	"github.com/epair-cni/epair/pkg/hostid"
 	"github.com/epair-cni/epair/pkg/metrics"
 	"github.com/epair-cni/epair/pkg/state"
 )
@@ -37,12 +38,10 @@ type Options struct {
 
 // Daemon is a running node agent.
 type Daemon struct {
-	opts  Options
-	core  *epair.Core
-	store *state.Store
-	m     *Manager
-	mx    *metrics.Metrics
-	caps  captures
+	core *epair.Core
+	m    *Manager
+	mx   *metrics.Metrics
+	caps captures
 }
 
 // Run starts the daemon and serves until ctx is done. On the way out it
@@ -73,12 +72,12 @@ func Run(ctx context.Context, opts Options) error {
 	// Callers' namespaces are pinned beside the socket: a root-only
 	// directory under /run, gone at reboot like the namespaces themselves.
 	pinDir := filepath.Join(filepath.Dir(opts.Socket), "netns")
-	m, err := NewManager(store, core, epair.HostID(), opts.Datapath, pinDir)
+	m, err := NewManager(store, core, hostid.Get(), opts.Datapath, pinDir)
 	if err != nil {
 		return fmt.Errorf("load state: %w", err)
 	}
 	defer m.Close()
-	d := &Daemon{opts: opts, core: core, store: store, m: m, mx: metrics.New(m)}
+	d := &Daemon{core: core, m: m, mx: metrics.New(m)}
 	if ml != nil {
 		ms := metrics.Serve(ml, d.mx)
 		defer ms.Shutdown(context.Background())

@@ -14,21 +14,11 @@ import (
 // jsonSpace is what JSON allows around a value (RFC 8259, section 2).
 const jsonSpace = " \t\r\n"
 
-// decodeCreate reads a create request: exactly one JSON object, with
-// nothing but whitespace around it, and no field api.CreateRequest does not
-// have. encoding/json alone takes more: `null` (a zero request, which would
-// make a pair in the daemon's namespace), any other value where an object
-// belongs, and an object followed by anything (a decoder stops after the
-// first value), so `{…} garbage` or `{…}{…}` made pairs.
-func decodeCreate(r io.Reader) (*api.CreateRequest, error) {
-	var req api.CreateRequest
-	if err := decodeObject(r, &req); err != nil {
-		return nil, err
-	}
-	return &req, nil
-}
-
-// decodeObject reads exactly one JSON object into v, as decodeCreate.
+// decodeObject reads exactly one JSON object into v: nothing but whitespace
+// around it and no field v does not have. encoding/json alone takes more:
+// `null`, any other value where an object belongs, and an object followed by
+// anything (a decoder stops after the first value), so `{…} garbage` or
+// `{…}{…}` made pairs.
 func decodeObject(r io.Reader, v any) error {
 	b, err := io.ReadAll(r)
 	if err != nil {

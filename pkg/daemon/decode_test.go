@@ -2,10 +2,13 @@ package daemon
 
 import (
 	"bytes"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/epair-cni/epair/pkg/api"
 )
 
 // goodBodies are create requests the API takes.
@@ -91,4 +94,18 @@ func TestReadCreateAnswers(t *testing.T) {
 			t.Fatalf("body %.40q: %d %s, want %d with %q", tc.body, w.Code, w.Body, tc.status, tc.want)
 		}
 	}
+}
+
+// decodeCreate reads a create request: exactly one JSON object, with
+// nothing but whitespace around it, and no field api.CreateRequest does not
+// have. encoding/json alone takes more: `null` (a zero request, which would
+// make a pair in the daemon's namespace), any other value where an object
+// belongs, and an object followed by anything (a decoder stops after the
+// first value), so `{…} garbage` or `{…}{…}` made pairs.
+func decodeCreate(r io.Reader) (*api.CreateRequest, error) {
+	var req api.CreateRequest
+	if err := decodeObject(r, &req); err != nil {
+		return nil, err
+	}
+	return &req, nil
 }

@@ -14,11 +14,9 @@ import (
 	"syscall"
 
 	"github.com/epair-cni/epair/pkg/api"
+	"github.com/epair-cni/epair/pkg/version"
 	"golang.org/x/sys/unix"
 )
-
-// Version is the daemon's version, set at build time.
-var Version = "dev"
 
 type ctxKey struct{}
 
@@ -146,7 +144,7 @@ func (d *Daemon) cniResult(w http.ResponseWriter, r *http.Request) {
 
 func (d *Daemon) status(w http.ResponseWriter, r *http.Request) {
 	cfg := d.core.Config()
-	s := api.Status{Version: Version, Pairs: d.m.Len(), Queues: cfg.Queues, Policy: cfg.Policy.String(), CanCreate: true}
+	s := api.Status{Version: version.Version, Pairs: d.m.Len(), Queues: cfg.Queues, Policy: cfg.Policy.String(), CanCreate: true}
 	if f, err := os.OpenFile("/dev/net/tun", os.O_RDWR, 0); err != nil {
 		s.CanCreate, s.Problem = false, fmt.Sprintf("cannot open /dev/net/tun: %v", err)
 	} else {

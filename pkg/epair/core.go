@@ -245,9 +245,6 @@ func (e *End) Up() bool { return e.up.Load() }
 // Running reports IFF_DRV_RUNNING as last set.
 func (e *End) Running() bool { return e.run.Load() }
 
-// Peer returns the other End of the pair.
-func (e *End) Peer() *End { return e.peer }
-
 // Stats returns a snapshot of the End's counters.
 func (e *End) Stats() Stats { return e.c.snapshot() }
 

@@ -3,8 +3,7 @@ package epair
 import (
 	"fmt"
 	"strconv"
-
-	"golang.org/x/sys/unix"
+	"syscall"
 )
 
 // IFNAMSIZ is the size of an interface name buffer on Linux (and FreeBSD),
@@ -15,18 +14,18 @@ const IFNAMSIZ = 16
 const unitPrefix = "epair"
 
 // UnitNames returns the names of the two ends of unit: "epair<unit>a" and
-// "epair<unit>b". A negative unit wraps unix.EINVAL; a unit whose names do
-// not fit in IFNAMSIZ wraps unix.ENOSPC, as epair_handle_unit() does when
+// "epair<unit>b". A negative unit wraps syscall.EINVAL; a unit whose names do
+// not fit in IFNAMSIZ wraps syscall.ENOSPC, as epair_handle_unit() does when
 // there is no room left for the [ab] suffix.
 func UnitNames(unit int) (a, b string, err error) {
 	if unit < 0 {
-		return "", "", fmt.Errorf("unit %d is negative: %w", unit, unix.EINVAL)
+		return "", "", fmt.Errorf("unit %d is negative: %w", unit, syscall.EINVAL)
 	}
 	base := unitPrefix + strconv.Itoa(unit)
 	if len(base)+1 > IFNAMSIZ-1 {
 		return "", "", fmt.Errorf(
 			"unit %d too large for IFNAMSIZ: %q is %d bytes, at most %d fit: %w",
-			unit, base+"a", len(base)+1, IFNAMSIZ-1, unix.ENOSPC)
+			unit, base+"a", len(base)+1, IFNAMSIZ-1, syscall.ENOSPC)
 	}
 	return base + "a", base + "b", nil
 }
@@ -35,10 +34,10 @@ func UnitNames(unit int) (a, b string, err error) {
 //
 // With want < 0 (a wildcard) it returns the lowest unit >= 0 that is not
 // inUse and neither of whose names exists; if no such unit has names that
-// fit IFNAMSIZ the error wraps unix.ENOSPC.
+// fit IFNAMSIZ the error wraps syscall.ENOSPC.
 //
-// With want >= 0 it returns want, or an error wrapping unix.ENOSPC when the
-// names do not fit, or unix.EEXIST when want is inUse or either name exists.
+// With want >= 0 it returns want, or an error wrapping syscall.ENOSPC when the
+// names do not fit, or syscall.EEXIST when want is inUse or either name exists.
 //
 // inUse reports units already allocated (FreeBSD's unit bitmap); exists
 // reports interfaces present on the host, which may have been created by
@@ -81,12 +80,12 @@ func checkUnit(unit int, inUse func(int) bool, exists func(string) bool) error {
 		return err
 	}
 	if inUse(unit) {
-		return fmt.Errorf("unit %d is already in use: %w", unit, unix.EEXIST)
+		return fmt.Errorf("unit %d is already in use: %w", unit, syscall.EEXIST)
 	}
 	for _, name := range [...]string{a, b} {
 		if exists(name) {
 			return fmt.Errorf("unit %d: interface %s already exists: %w",
-				unit, name, unix.EEXIST)
+				unit, name, syscall.EEXIST)
 		}
 	}
 	return nil
@@ -94,7 +93,7 @@ func checkUnit(unit int, inUse func(int) bool, exists func(string) bool) error {
 
 // ValidIfName reports whether name is acceptable as a Linux interface name
 // (the kernel's dev_valid_name() rules, narrowed to printable ASCII so names
-// survive logs and shells). The error wraps unix.EINVAL and says what is
+// survive logs and shells). The error wraps syscall.EINVAL and says what is
 // wrong.
 func ValidIfName(name string) error {
 	switch {
@@ -136,5 +135,5 @@ func badIfNameByte(c byte) string {
 }
 
 func badIfName(name, why string) error {
-	return fmt.Errorf("invalid interface name %q: %s (%w)", name, why, unix.EINVAL)
+	return fmt.Errorf("invalid interface name %q: %s (%w)", name, why, syscall.EINVAL)
 }

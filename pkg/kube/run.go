@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/epair-cni/epair/pkg/kube/kubeopts"
 	"github.com/vishvananda/netlink"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
@@ -17,21 +18,9 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// Options are the flags of `epair daemon --kubernetes`.
-type Options struct {
-	NodeName   string
-	Kubeconfig string // "" = in-cluster config
-
-	CNIBinDir, CNIConfDir, CNIConfName string
-	CNIInstallSrc                      string
-	CNISocket                          string
-	IPAMDataDir                        string // host-local's dataDir ("" = its default)
-
-	ClusterCIDRs, ServiceCIDRs []netip.Prefix
-	Masquerade                 bool
-	MTU                        int
-	HealthAddr                 string
-}
+// Options are the flags of `epair daemon --kubernetes`, defined in kubeopts
+// so that the lean CLI can fill them in without linking client-go.
+type Options = kubeopts.Options
 
 // Run runs the datapath daemon (through daemon, which calls ready once it
 // serves) and the agent in the current network namespace until ctx is done

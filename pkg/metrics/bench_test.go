@@ -44,7 +44,7 @@ func BenchmarkScrape(b *testing.B) {
 			m := New(src)
 			b.ReportAllocs()
 			for i := 0; i < b.N; i++ {
-				if _, err := m.Registry().Gather(); err != nil {
+				if _, err := m.reg.Gather(); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -66,7 +66,7 @@ func scrapeEvery(b *testing.B, m *Metrics, d time.Duration) (stop func()) {
 			case <-done:
 				return
 			case <-t.C:
-				if _, err := m.Registry().Gather(); err != nil {
+				if _, err := m.reg.Gather(); err != nil {
 					b.Error(err)
 				}
 			}

@@ -106,7 +106,7 @@ func TestCollectorReadsTheCoresCounters(t *testing.T) {
 epair_transmit_packets_total{container_id="c0ffee",device="eth0",end="a",interface="eth0",pair="3",pod_name="web-0",pod_namespace="default"} 7
 epair_transmit_packets_total{container_id="c0ffee",device="epair3b",end="b",interface="eth0",pair="3",pod_name="web-0",pod_namespace="default"} 0
 `
-	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(exp), "epair_transmit_packets_total"); err != nil {
+	if err := testutil.GatherAndCompare(m.reg, strings.NewReader(exp), "epair_transmit_packets_total"); err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]float64{
@@ -195,7 +195,7 @@ func TestExpositionPassesPromlint(t *testing.T) {
 	m.CNIResult(api.CNIResult{Command: "ADD", Code: 7})
 	h := m.Instrument(http.NotFoundHandler())
 	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/x", nil))
-	problems, err := testutil.GatherAndLint(m.Registry())
+	problems, err := testutil.GatherAndLint(m.reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +307,7 @@ func freePort(t *testing.T) string {
 // histogram counts as name_count).
 func scrape(t *testing.T, m *Metrics) map[string]float64 {
 	t.Helper()
-	mfs, err := m.Registry().Gather()
+	mfs, err := m.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}

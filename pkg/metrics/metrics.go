@@ -56,9 +56,6 @@ func New(src Source) *Metrics {
 	return m
 }
 
-// Registry is the registry itself (for tests and a handler of one's own).
-func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
-
 // Handler serves the exposition (GET /metrics).
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})

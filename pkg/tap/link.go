@@ -9,13 +9,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Exists reports whether a link called name exists in the calling thread's
-// network namespace. A failed lookup counts as not existing.
-func Exists(name string) bool {
-	_, err := netlinksafe.LinkByName(name)
-	return err == nil
-}
-
 // lookup finds the link called name, turning netlink's not-found error into
 // one that wraps unix.ENODEV so callers can test for it with errors.Is.
 func lookup(name string) (netlink.Link, error) {

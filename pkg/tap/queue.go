@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/epair-cni/epair/pkg/epair"
 	"golang.org/x/sys/unix"
 )
 
@@ -67,7 +68,7 @@ func newQueue(fd int) (*Queue, error) {
 }
 
 // ReadFrame waits for the next frame and reads it, virtio-net header
-// (VnetHdrLen bytes) first, into a buffer from get. It returns that buffer
+// (epair.VnetHdrLen bytes) first, into a buffer from get. It returns that buffer
 // and the number of bytes read.
 //
 // Each time the queue turns out to be empty the buffer goes back to put
@@ -77,9 +78,9 @@ func newQueue(fd int) (*Queue, error) {
 //
 // The kernel cuts a frame that does not fit to the buffer's length without
 // saying so. ReadFrame therefore reports a frame that fills a buffer shorter
-// than MaxFrameLen exactly as an error wrapping ErrTruncated; buffers of
-// MaxFrameLen bytes, or one byte more than the largest frame expected
-// (VnetHdrLen + 14 + MTU without TSO/USO), avoid that.
+// than epair.FrameSize exactly as an error wrapping ErrTruncated; buffers of
+// epair.FrameSize bytes, or one byte more than the largest frame expected
+// (epair.VnetHdrLen + 14 + MTU without TSO/USO), avoid that.
 func (q *Queue) ReadFrame(get func() []byte, put func([]byte)) (buf []byte, n int, err error) {
 	var rerr error
 	err = q.rc.Read(func(fd uintptr) bool {
@@ -95,7 +96,7 @@ func (q *Queue) ReadFrame(get func() []byte, put func([]byte)) (buf []byte, n in
 	if err == nil {
 		err = rerr
 	}
-	if err == nil && n == len(buf) && n < MaxFrameLen {
+	if err == nil && n == len(buf) && n < epair.FrameSize {
 		err = fmt.Errorf("%w: frame fills the %d-byte buffer", ErrTruncated, n)
 	}
 	if err != nil {
@@ -135,13 +136,13 @@ func (q *Queue) TryRead(buf []byte) (int, error) {
 		return 0, nil
 	case err != nil:
 		return 0, fmt.Errorf("tap: read: %w", q.pollErr(err))
-	case n == len(buf) && n < MaxFrameLen:
+	case n == len(buf) && n < epair.FrameSize:
 		return 0, fmt.Errorf("%w: frame fills the %d-byte buffer", ErrTruncated, n)
 	}
 	return n, nil
 }
 
-// WriteFrame writes one frame, virtio-net header (VnetHdrLen bytes) first,
+// WriteFrame writes one frame, virtio-net header (epair.VnetHdrLen bytes) first,
 // and returns the number of bytes written, which is all of b or nothing.
 // If the kernel has no room it waits for the queue to become writable.
 // After Close the error wraps os.ErrClosed.

@@ -2,7 +2,7 @@
 // as pod interfaces in epair.
 //
 // Every device is opened with IFF_VNET_HDR, so each frame read from or
-// written to a Queue starts with a VnetHdrLen-byte virtio-net header that
+// written to a Queue starts with an epair.VnetHdrLen-byte virtio-net header that
 // carries checksum and segmentation offload metadata. That lets the kernel
 // hand the datapath whole TSO/USO super-frames instead of MTU-sized ones.
 //
@@ -16,19 +16,17 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/epair-cni/epair/pkg/epair"
 	"golang.org/x/sys/unix"
 )
 
-// VnetHdrLen is the size of the virtio-net header in front of every frame,
-// as set with TUNSETVNETHDRSZ. Twelve bytes is virtio_net_hdr_v1 (the same
-// layout as virtio_net_hdr_mrg_rxbuf): the legacy 10-byte header plus
-// num_buffers, which the kernel zeroes on read and ignores on write.
-const VnetHdrLen = 12
-
-// MaxFrameLen bounds the frames ReadFrame returns, header included: the
-// virtio-net header, a VLAN tag the kernel may insert, an Ethernet header
-// and a 64 KiB packet, the most that a TAP device's MTU or GSO size allows.
-const MaxFrameLen = VnetHdrLen + 4 + 14 + 65535
+// The frame layout is the queue core's: every frame read or written starts
+// with an epair.VnetHdrLen-byte virtio-net header (virtio_net_hdr_v1, as set
+// with TUNSETVNETHDRSZ: the legacy 10 bytes plus num_buffers, which the
+// kernel zeroes on read and ignores on write), and none is longer than
+// epair.FrameSize (a VLAN tag the kernel may insert, an Ethernet header and
+// a 64 KiB packet, the most that a TAP's MTU or GSO size allows). Both are
+// defined once, in pkg/epair, which makes no system calls.
 
 // Offload flags for TUNSETOFFLOAD. Each one tells the kernel the reader of
 // the device can cope with frames in that form, so the kernel may leave the
@@ -72,7 +70,7 @@ type Device struct {
 
 // Create makes a new persistent TAP device called name with the given number
 // of queues in the calling thread's network namespace. The device carries
-// virtio-net headers (see VnetHdrLen) and as many offloads as the kernel
+// virtio-net headers (see epair.VnetHdrLen) and as many offloads as the kernel
 // accepts; it is multi-queue when queues > 1.
 //
 // The tun file binds to the network namespace of whoever opens it, so
@@ -200,7 +198,7 @@ func (d *Device) openQueues(flags uint16, n int) error {
 // doing it through the first queue covers them all.
 func (d *Device) configure() error {
 	q := d.Queues[0]
-	if err := q.ioctlPtrInt("TUNSETVNETHDRSZ", unix.TUNSETVNETHDRSZ, VnetHdrLen); err != nil {
+	if err := q.ioctlPtrInt("TUNSETVNETHDRSZ", unix.TUNSETVNETHDRSZ, epair.VnetHdrLen); err != nil {
 		return fmt.Errorf("tap %s: %w", d.Name, err)
 	}
 	offloads, err := setOffloads(q)
@@ -334,12 +332,12 @@ func tapFlags(multiQueue bool) uint16 {
 
 // validate rejects arguments the kernel would misread rather than refuse.
 func validate(name string, queues int) error {
-	if name == "" || len(name) >= unix.IFNAMSIZ {
-		return fmt.Errorf("tap %q: name must be 1 to %d bytes: %w", name, unix.IFNAMSIZ-1, unix.EINVAL)
+	if err := epair.ValidIfName(name); err != nil {
+		return fmt.Errorf("tap %q: %w", name, err)
 	}
 	// TUNSETIFF treats a name with %d as a template and picks a free name,
 	// which would silently give the device a name nobody asked for.
-	if strings.ContainsAny(name, "%/: \t\n") {
+	if strings.Contains(name, "%") {
 		return fmt.Errorf("tap %q: invalid character in name: %w", name, unix.EINVAL)
 	}
 	if queues < 1 {

@@ -13,8 +13,10 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
+	"github.com/epair-cni/epair/pkg/epair"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -121,8 +123,8 @@ func checkHdrLen(q *Queue) error {
 	if err != nil {
 		return fmt.Errorf("TUNGETVNETHDRSZ: %w", err)
 	}
-	if n != VnetHdrLen {
-		return fmt.Errorf("vnet header size %d, want %d", n, VnetHdrLen)
+	if n != epair.VnetHdrLen {
+		return fmt.Errorf("vnet header size %d, want %d", n, epair.VnetHdrLen)
 	}
 	return nil
 }
@@ -455,8 +457,8 @@ func nextARP(ch <-chan frame) ([]byte, error) {
 			if f.err != nil {
 				return nil, f.err
 			}
-			if len(f.b) >= VnetHdrLen+14 && binary.BigEndian.Uint16(f.b[VnetHdrLen+12:]) == unix.ETH_P_ARP {
-				return f.b[VnetHdrLen:], nil
+			if len(f.b) >= epair.VnetHdrLen+14 && binary.BigEndian.Uint16(f.b[epair.VnetHdrLen+12:]) == unix.ETH_P_ARP {
+				return f.b[epair.VnetHdrLen:], nil
 			}
 		case <-timeout:
 			return nil, errors.New("no ARP request within 5s")
@@ -468,7 +470,7 @@ func nextARP(ch <-chan frame) ([]byte, error) {
 // (an Ethernet ARP request) as if from hw.
 func arpReply(req []byte, hw net.HardwareAddr) []byte {
 	arp := req[14:]
-	b := make([]byte, VnetHdrLen, VnetHdrLen+42)
+	b := make([]byte, epair.VnetHdrLen, epair.VnetHdrLen+42)
 	b = append(b, arp[8:14]...) // to the requester's MAC
 	b = append(b, hw...)
 	b = binary.BigEndian.AppendUint16(b, unix.ETH_P_ARP)
@@ -489,7 +491,7 @@ func TestTraffic(t *testing.T) {
 		if _, err := upWithAddr(d, "10.99.0.1/24"); err != nil {
 			return err
 		}
-		frames := readFrames(d.Queues[0], MaxFrameLen)
+		frames := readFrames(d.Queues[0], epair.FrameSize)
 		if err := sendUDP("10.99.0.2:9"); err != nil {
 			return err
 		}
@@ -538,7 +540,7 @@ func TestReadFrameTooSmall(t *testing.T) {
 		if _, err := upWithAddr(d, "10.99.0.1/24"); err != nil {
 			return err
 		}
-		frames := readFrames(d.Queues[0], VnetHdrLen+20)
+		frames := readFrames(d.Queues[0], epair.VnetHdrLen+20)
 		if err := sendUDP("10.99.0.2:9"); err != nil {
 			return err
 		}
@@ -610,7 +612,7 @@ func TestCloseUnblocksRead(t *testing.T) {
 			return err
 		}
 		var out atomic.Int64 // buffers taken and not given back
-		get := func() []byte { out.Add(1); return make([]byte, MaxFrameLen) }
+		get := func() []byte { out.Add(1); return make([]byte, epair.FrameSize) }
 		put := func([]byte) { out.Add(-1) }
 		done := make(chan error, 1)
 		go func() {
@@ -647,7 +649,7 @@ func TestWriteAfterClose(t *testing.T) {
 		}
 		q := d.Queues[0]
 		d.Close()
-		if _, err := q.WriteFrame(make([]byte, VnetHdrLen+60)); !errors.Is(err, os.ErrClosed) {
+		if _, err := q.WriteFrame(make([]byte, epair.VnetHdrLen+60)); !errors.Is(err, os.ErrClosed) {
 			return fmt.Errorf("WriteFrame after Close: %v, want os.ErrClosed", err)
 		}
 		if err := d.SetCarrier(true); err == nil {
@@ -672,4 +674,11 @@ func TestCreateFailureCleansUp(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// Exists reports whether a link called name exists in the calling thread's
+// network namespace. A failed lookup counts as not existing.
+func Exists(name string) bool {
+	_, err := netlinksafe.LinkByName(name)
+	return err == nil
 }

@@ -8,12 +8,12 @@ import (
 
 	"github.com/epair-cni/epair/pkg/cli"
 	"github.com/epair-cni/epair/pkg/cni"
-	"github.com/epair-cni/epair/pkg/daemon"
+	"github.com/epair-cni/epair/pkg/version"
 )
 
 func main() {
 	if os.Getenv("CNI_COMMAND") != "" {
-		cni.Main("epair CNI plugin " + daemon.Version)
+		cni.Main("epair CNI plugin " + version.Version)
 		return
 	}
 	os.Exit(cli.Main(os.Args[1:], os.Stdout, os.Stderr))
