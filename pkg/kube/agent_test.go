@@ -147,9 +147,8 @@ func TestAgentFollowsNodes(t *testing.T) {
 		t.Errorf("conflist\n%s\nwant\n%s", b, want)
 	}
 	e.health.SetDatapathReady()
-	if ok, why := e.health.Ready(); !ok {
-		t.Errorf("not ready with datapath and conflist: %s", why)
-	}
+	// The agent marks the conflist written just after the file appears.
+	eventually.True(t, "ready with datapath and conflist", func() bool { ok, _ := e.health.Ready(); return ok })
 	e.net.mu.Lock()
 	asked := e.net.uplinkAskedWith
 	e.net.mu.Unlock()
