@@ -29,7 +29,7 @@ type devices interface {
 // kernelDevices is devices on real TAPs, through /dev/net/tun and netlink.
 type kernelDevices struct{}
 
-func (kernelDevices) exists(netns, name string) (bool, error) { return linkExists(netns, name) }
+func (kernelDevices) exists(netns, name string) (bool, error) { return tap.Exists(netns, name) }
 
 func (kernelDevices) create(e *state.End, queues, mtu int) (tap.Endpoint, error) {
 	return createEnd(e, queues, mtu)
@@ -47,4 +47,10 @@ func (kernelDevices) destroy(d tap.Endpoint) error {
 	return td.Destroy()
 }
 
-func (kernelDevices) remove(e *state.End, queues int) error { return deleteEnd(e, queues) }
+func (kernelDevices) remove(e *state.End, queues int) error { return tap.DeleteAt(identity(e, queues)) }
+
+// identity is what the state knows of an end's TAP, for telling it from
+// somebody else's device at the same ifindex or name (tap.Identity.Match).
+func identity(e *state.End, queues int) tap.Identity {
+	return tap.Identity{Name: e.Name, Index: e.Index, MAC: e.MAC, Queues: queues, Netns: e.Netns}
+}

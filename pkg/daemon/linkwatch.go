@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/epair-cni/epair/pkg/epair"
+	"github.com/epair-cni/epair/pkg/tap"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -55,7 +56,7 @@ func newLinkWatch() *linkWatch {
 	return &linkWatch{
 		perNS:     map[string]*nsWatch{},
 		subscribe: netlinkSubscribe(0),
-		link:      linkAt,
+		link:      tap.LinkAt,
 		minDelay:  100 * time.Millisecond,
 		maxDelay:  30 * time.Second,
 	}
@@ -71,7 +72,7 @@ func (lw *linkWatch) add(path string, index int, e *epair.End) error {
 			wait: backoff{min: lw.minDelay, max: lw.maxDelay}}
 		s, err := w.open()
 		if err != nil {
-			return fmt.Errorf("watch links in %s: %w", nsName(path), err)
+			return fmt.Errorf("watch links in %s: %w", tap.NetnsName(path), err)
 		}
 		lw.perNS[path] = w
 		lw.wg.Add(1)
@@ -130,7 +131,7 @@ func (w *nsWatch) open() (*subscription, error) {
 		select {
 		case <-s.stop: // closing the socket fails the pending read
 		default:
-			slog.Warn("link updates", "netns", nsName(w.path), "err", err)
+			slog.Warn("link updates", "netns", tap.NetnsName(w.path), "err", err)
 		}
 	}
 	if err := w.lw.subscribe(w.path, s.ch, s.stop, onErr); err != nil {
@@ -152,7 +153,7 @@ func (w *nsWatch) run(s *subscription) {
 		if time.Since(start) > w.wait.max {
 			w.wait.reset() // it was healthy for a while: not a failure streak
 		}
-		slog.Warn("link subscription ended; subscribing again", "netns", nsName(w.path))
+		slog.Warn("link subscription ended; subscribing again", "netns", tap.NetnsName(w.path))
 		s = w.renew()
 	}
 }
@@ -187,11 +188,11 @@ func (w *nsWatch) renew() *subscription {
 		}
 		s, err := w.open()
 		if err != nil {
-			slog.Warn("link subscription", "netns", nsName(w.path), "err", err)
+			slog.Warn("link subscription", "netns", tap.NetnsName(w.path), "err", err)
 			continue
 		}
 		n := w.resync()
-		slog.Info("link subscription renewed", "netns", nsName(w.path), "links read", n)
+		slog.Info("link subscription renewed", "netns", tap.NetnsName(w.path), "links read", n)
 		return s
 	}
 }
@@ -206,7 +207,7 @@ func (w *nsWatch) resync() int {
 	for _, i := range indexes {
 		l, err := w.lw.link(w.path, i)
 		if err != nil {
-			slog.Warn("reading link after resubscribing", "netns", nsName(w.path), "index", i, "err", err)
+			slog.Warn("reading link after resubscribing", "netns", tap.NetnsName(w.path), "index", i, "err", err)
 			continue
 		}
 		w.update(l)
@@ -277,13 +278,4 @@ func netlinkSubscribe(rcvbuf int) subscribeFunc {
 		}
 		return netlink.LinkSubscribeWithOptions(ch, done, opts)
 	}
-}
-
-func linkAt(path string, index int) (netlink.Link, error) {
-	h, err := netlinkAt(path)
-	if err != nil {
-		return nil, err
-	}
-	defer h.Close()
-	return h.LinkByIndex(index)
 }

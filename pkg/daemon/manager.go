@@ -251,7 +251,7 @@ func (m *Manager) plan(r *api.CreateRequest) (*state.Pair, error) {
 			return nil, err
 		}
 		if ok {
-			return nil, fmt.Errorf("%w: interface %s already exists in %s", errExists, aName, nsName(r.ANetns))
+			return nil, fmt.Errorf("%w: interface %s already exists in %s", errExists, aName, tap.NetnsName(r.ANetns))
 		}
 	}
 	idx := m.st.NextMACIndex
@@ -290,17 +290,21 @@ func (m *Manager) build(p *state.Pair) (*datapath.Link, error) {
 }
 
 func createEnd(e *state.End, queues, mtu int) (*tap.Device, error) {
+	hw, err := parseMAC(e.MAC)
+	if err != nil {
+		return nil, err
+	}
 	var d *tap.Device
-	err := inNetns(e.Netns, func() error {
+	err = inNetns(e.Netns, func() error {
 		var err error
 		d, err = tap.Create(e.Name, queues)
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("create %s in %s: %w", e.Name, nsName(e.Netns), err)
+		return nil, fmt.Errorf("create %s in %s: %w", e.Name, tap.NetnsName(e.Netns), err)
 	}
 	e.Index = d.Index
-	if err := configureLink(e.Netns, d.Index, e.MAC, mtu); err != nil {
+	if err := tap.Configure(e.Netns, d.Index, hw, mtu); err != nil {
 		d.Destroy()
 		return nil, err
 	}
@@ -550,11 +554,4 @@ func parseMAC(s string) (net.HardwareAddr, error) {
 		return nil, fmt.Errorf("%w: %w", errInvalid, err)
 	}
 	return hw, nil
-}
-
-func nsName(path string) string {
-	if path == "" {
-		return "the daemon's netns"
-	}
-	return path
 }

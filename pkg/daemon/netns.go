@@ -1,20 +1,15 @@
 package daemon
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 
-	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/epair-cni/epair/pkg/api"
 	"github.com/epair-cni/epair/pkg/nsfile"
-	"github.com/epair-cni/epair/pkg/state"
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 )
 
 // checkNetns accepts only an absolute, clean path that is a network
@@ -117,119 +112,4 @@ func inNetns(path string, fn func() error) error {
 		return fn()
 	}
 	return ns.WithNetNSPath(path, func(ns.NetNS) error { return fn() })
-}
-
-// netlinkAt returns a netlink handle bound to the namespace at path.
-func netlinkAt(path string) (*netlink.Handle, error) {
-	if path == "" {
-		return netlink.NewHandle()
-	}
-	h, err := netns.GetFromPath(path)
-	if err != nil {
-		return nil, fmt.Errorf("open netns %s: %w", path, err)
-	}
-	defer h.Close()
-	nh, err := netlink.NewHandleAt(h)
-	if err != nil {
-		return nil, fmt.Errorf("netlink in netns %s: %w", path, err)
-	}
-	return nh, nil
-}
-
-// linkExists reports whether a link named name exists in the namespace.
-func linkExists(path, name string) (bool, error) {
-	h, err := netlinkAt(path)
-	if err != nil {
-		return false, err
-	}
-	defer h.Close()
-	_, err = netlinksafe.Handle{Handle: h}.LinkByName(name)
-	if err == nil {
-		return true, nil
-	}
-	if _, ok := err.(netlink.LinkNotFoundError); ok {
-		return false, nil
-	}
-	return false, fmt.Errorf("look up %s: %w", name, err)
-}
-
-// configureLink sets the MAC and MTU of a link and brings it up.
-func configureLink(path string, index int, mac string, mtu int) error {
-	h, err := netlinkAt(path)
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	l, err := h.LinkByIndex(index)
-	if err != nil {
-		return fmt.Errorf("find link %d: %w", index, err)
-	}
-	hw, err := parseMAC(mac)
-	if err != nil {
-		return err
-	}
-	if err := h.LinkSetHardwareAddr(l, hw); err != nil {
-		return fmt.Errorf("set MAC of %s: %w", l.Attrs().Name, err)
-	}
-	if err := h.LinkSetMTU(l, mtu); err != nil {
-		return fmt.Errorf("set MTU of %s: %w", l.Attrs().Name, err)
-	}
-	if err := h.LinkSetUp(l); err != nil {
-		return fmt.Errorf("set %s up: %w", l.Attrs().Name, err)
-	}
-	return nil
-}
-
-// findEnd finds an end's TAP: by ifindex (by name while the ifindex is not
-// known yet), and only if it matches the end (matchEnd). It returns nil
-// and no error if there is no such link, and the link with an error
-// wrapping errForeign if there is one that is somebody else's.
-func findEnd(h *netlink.Handle, e *state.End, queues int) (netlink.Link, error) {
-	var l netlink.Link
-	var err error
-	if e.Index > 0 {
-		l, err = h.LinkByIndex(e.Index)
-	} else {
-		l, err = netlinksafe.Handle{Handle: h}.LinkByName(e.Name)
-	}
-	var notFound netlink.LinkNotFoundError
-	if errors.As(err, &notFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("look up %s in %s: %w", e.Name, nsName(e.Netns), err)
-	}
-	if err := matchEnd(l, e, queues); err != nil {
-		return l, err
-	}
-	return l, nil
-}
-
-// deleteEnd removes an end's TAP if it is still there; a namespace that is
-// gone took its devices with it. A device that is not the end's is left
-// alone, with a warning: the pair goes all the same.
-func deleteEnd(e *state.End, queues int) error {
-	if e.Netns != "" {
-		if err := checkNetns(e.Netns); err != nil {
-			return nil
-		}
-	}
-	h, err := netlinkAt(e.Netns)
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	l, err := findEnd(h, e, queues)
-	var fe *foreignError
-	if errors.As(err, &fe) {
-		fe.warn("not deleting")
-		return nil
-	}
-	if err != nil || l == nil {
-		return err
-	}
-	if err := h.LinkDel(l); err != nil {
-		return fmt.Errorf("delete %s: %w", l.Attrs().Name, err)
-	}
-	return nil
 }

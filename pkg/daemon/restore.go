@@ -220,7 +220,7 @@ func (m *Manager) attach(p *state.Pair, nss *nsCache) (*datapath.Link, error) {
 }
 
 // attachEnd re-opens an end's TAP if the device at its ifindex is its own
-// (findEnd); somebody else's is neither opened nor touched. Both happen on
+// (tap.Find); somebody else's is neither opened nor touched. Both happen on
 // one trip into the end's namespace.
 func attachEnd(e *state.End, queues int, nss *nsCache) (*tap.Device, error) {
 	n, err := nss.get(e.Netns)
@@ -229,7 +229,7 @@ func attachEnd(e *state.End, queues int, nss *nsCache) (*tap.Device, error) {
 	}
 	var d *tap.Device
 	err = n.do(func(h *netlink.Handle) error {
-		l, err := findEnd(h, e, queues)
+		l, err := tap.Find(h, identity(e, queues))
 		if err != nil {
 			return err
 		}
@@ -241,16 +241,16 @@ func attachEnd(e *state.End, queues int, nss *nsCache) (*tap.Device, error) {
 		}
 		return nil
 	})
-	var fe *foreignError
+	var fe *tap.ForeignError
 	if errors.As(err, &fe) {
-		fe.warn("not re-attaching")
+		fe.Warn("not re-attaching")
 	}
 	if err != nil {
 		return nil, err
 	}
 	if d.Index != e.Index { // replaced between the match and the attach
 		d.Close()
-		return nil, fmt.Errorf("re-attach %s: ifindex %d, want %d: %w", e.Name, d.Index, e.Index, errForeign)
+		return nil, fmt.Errorf("re-attach %s: ifindex %d, want %d: %w", e.Name, d.Index, e.Index, tap.ErrForeign)
 	}
 	return d, nil
 }
@@ -327,7 +327,7 @@ func (n *nsEntry) do(fn func(h *netlink.Handle) error) error {
 	call := func() error {
 		n.hOnce.Do(func() {
 			if n.h, n.hErr = netlink.NewHandle(); n.hErr != nil {
-				n.hErr = fmt.Errorf("netlink in %s: %w", nsName(n.path), n.hErr)
+				n.hErr = fmt.Errorf("netlink in %s: %w", tap.NetnsName(n.path), n.hErr)
 			}
 		})
 		if n.hErr != nil {

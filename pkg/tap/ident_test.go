@@ -2,6 +2,7 @@ package tap
 
 import (
 	"errors"
+	"net"
 	"strings"
 	"testing"
 
@@ -83,4 +84,47 @@ func TestCheckCreated(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+func TestMatch(t *testing.T) {
+	mac, _ := net.ParseMAC("02:2c:2b:33:6b:0a")
+	other, _ := net.ParseMAC("6a:2e:f1:f5:2e:09")
+	tap := func(name string, index int, hw net.HardwareAddr, flags netlink.TuntapFlag) netlink.Link {
+		return &netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: name, Index: index, HardwareAddr: hw},
+			Mode: netlink.TUNTAP_MODE_TAP, Flags: flags}
+	}
+	ours := netlink.TUNTAP_VNET_HDR | netlink.TUNTAP_NO_PI
+	end := Identity{Name: "eth0", Index: 2, MAC: "02:2C:2B:33:6B:0A", Queues: 1, Netns: "/var/run/netns/pod"}
+	device := Identity{Name: "t0", Index: 7} // what a Device knows: no MAC, no queue count
+	tun := &netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: "t0", Index: 7}, Mode: netlink.TUNTAP_MODE_TUN}
+	for _, c := range []struct {
+		name string
+		link netlink.Link
+		id   Identity
+		want string // "" for a match
+	}{
+		{"ours", tap("eth0", 2, mac, ours), end, ""},
+		{"other MAC", tap("eth0", 2, other, ours), end, "MAC 6a:2e:f1:f5:2e:09, want 02:2C:2B:33:6B:0A"},
+		{"other name", tap("eth1", 2, mac, ours), end, "named eth1, want eth0"},
+		{"other ifindex", tap("eth0", 3, mac, ours), end, "ifindex 3, want 2"},
+		{"plain TAP", tap("eth0", 2, mac, netlink.TUNTAP_NO_PI), end, "no vnet header"},
+		{"veth", &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0", Index: 2, HardwareAddr: mac}}, end, `a "veth" link`},
+		{"where", tap("eth1", 2, mac, ours), end, "end eth0: the device at ifindex 2 in /var/run/netns/pod is not this pair's device"},
+		// A create that died before it was saved Ready: no ifindex, and
+		// the MAC may not be set yet.
+		{"by name", tap("epair7b", 5, other, ours), Identity{Name: "epair7b", MAC: "02:00:00:00:07:0b", Queues: 1}, ""},
+		// Without a queue count the flags are not compared, the kind is.
+		{"device, plain TAP", tap("t0", 7, other, netlink.TUNTAP_NO_PI), device, ""},
+		{"device, tun", tun, device, "a tun device, not a TAP"},
+		{"device, other name", tap("t1", 7, other, ours), device, "named t1, want t0"},
+	} {
+		err := c.id.Match(c.link)
+		var fe *ForeignError
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%s: %v, want a match", c.name, err)
+		case c.want != "" && (!errors.As(err, &fe) || !errors.Is(err, ErrForeign) || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%s: %v, want a ForeignError saying %q", c.name, err, c.want)
+		}
+	}
 }

@@ -56,26 +56,46 @@ func isMultiQueue(t *netlink.Tuntap) bool {
 	return t.Flags&netlink.TUNTAP_MULTI_QUEUE != 0
 }
 
-// deleteTap deletes the TAP device with the given index if it is still
-// there. It checks name and kind as well as the index, so that a stale
-// index, or a call from the wrong namespace, cannot delete another link.
-func deleteTap(name string, index int) error {
-	if index == 0 {
-		return nil
+// Find finds id's device through h: by ifindex (by name while the
+// ifindex is not known), and only if it is id's (Identity.Match). It
+// returns nil and no error if there is no such link, and the link with a
+// *ForeignError if the one there is somebody else's.
+func Find(h *netlink.Handle, id Identity) (netlink.Link, error) {
+	var l netlink.Link
+	var err error
+	if id.Index > 0 {
+		l, err = h.LinkByIndex(id.Index)
+	} else {
+		l, err = netlinksafe.Handle{Handle: h}.LinkByName(id.Name)
 	}
-	link, err := netlink.LinkByIndex(index)
 	var notFound netlink.LinkNotFoundError
 	if errors.As(err, &notFound) {
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return fmt.Errorf("tap %s: look up ifindex %d: %w", name, index, err)
+		return nil, fmt.Errorf("look up %s in %s: %w", id.Name, NetnsName(id.Netns), err)
 	}
-	if link.Attrs().Name != name || !isTap(link) {
+	return l, id.Match(l)
+}
+
+// Delete deletes id's device through h if it is there and is id's (Find).
+// It is the one deletion by netlink, for a Device and for the daemon's
+// ends alike. A device that is gone is no error, so that a delete can be
+// repeated; one that is somebody else's is left alone, with a warning, and
+// is no error either: nothing of id's is left to delete.
+func Delete(h *netlink.Handle, id Identity) error {
+	l, err := Find(h, id)
+	var fe *ForeignError
+	if errors.As(err, &fe) {
+		fe.Warn("not deleting")
 		return nil
 	}
-	if err := netlink.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
-		return fmt.Errorf("tap %s: delete link: %w", name, err)
+	if err != nil || l == nil {
+		return err
+	}
+	// ENODEV: deleted by somebody else since the look-up.
+	if err := h.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("delete %s: %w", l.Attrs().Name, err)
 	}
 	return nil
 }

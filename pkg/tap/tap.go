@@ -9,6 +9,13 @@
 // All functions that take a device name act on the network namespace of the
 // calling OS thread: the caller locks the thread and enters the namespace
 // first (for example with ns.WithNetNSPath from containernetworking/plugins).
+// Those that take a netlink handle act where the handle was made, and those
+// that take a namespace path (Exists, LinkAt, Configure, DeleteAt) open it
+// themselves; "" is the daemon's own namespace.
+//
+// The netlink work on a device that Create made (find it, tell it from
+// somebody else's, configure it, delete it) is here too, so that the rules
+// of what is ours live in one place (Identity).
 package tap
 
 import (
@@ -17,6 +24,7 @@ import (
 	"strings"
 
 	"github.com/epair-cni/epair/pkg/epair"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -261,7 +269,7 @@ func (d *Device) Destroy() error {
 	if err := d.unpersistAndClose(); err == nil {
 		return nil
 	}
-	if err := deleteTap(d.Name, d.Index); err != nil {
+	if err := d.deleteLink(); err != nil {
 		return fmt.Errorf("tap %s: destroy: %w", d.Name, err)
 	}
 	return nil
@@ -271,7 +279,23 @@ func (d *Device) Destroy() error {
 // managed, the netlink check afterwards decides whether anything is left.
 func (d *Device) undo() error {
 	_ = d.unpersistAndClose()
-	return deleteTap(d.Name, d.Index)
+	return d.deleteLink()
+}
+
+// deleteLink deletes d's device by netlink in the calling thread's
+// namespace, if it is still there and still d's: its name and ifindex,
+// and a TAP (Delete). A stale ifindex, or a call from the wrong namespace,
+// so deletes nothing.
+func (d *Device) deleteLink() error {
+	if d.Index == 0 {
+		// Never looked up: what the first TUNSETIFF made was not
+		// persistent and went with its file, and the name alone may be
+		// somebody else's device (Create's EEXIST).
+		return nil
+	}
+	// The zero Handle opens a socket per request in the calling thread's
+	// namespace, as netlink's package-level functions do.
+	return Delete(&netlink.Handle{}, Identity{Name: d.Name, Index: d.Index})
 }
 
 // unpersistAndClose clears the persist flag and closes all queues, which

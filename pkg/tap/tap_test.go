@@ -201,7 +201,7 @@ func TestBadArguments(t *testing.T) {
 				return fmt.Errorf("Create(%q, %d): got %v, want EINVAL", tc.name, tc.queues, err)
 			}
 		}
-		if Exists("tap0") || Exists("t0") {
+		if linkThere("tap0") || linkThere("t0") {
 			return errors.New("a rejected Create left a device behind")
 		}
 		return nil
@@ -213,7 +213,7 @@ func TestAttachMissing(t *testing.T) {
 		if _, err := Attach("nope0", 1); !errors.Is(err, unix.ENODEV) {
 			return fmt.Errorf("Attach of a missing link: got %v, want ENODEV", err)
 		}
-		if Exists("nope0") {
+		if linkThere("nope0") {
 			return errors.New("Attach created a device")
 		}
 		return nil
@@ -229,7 +229,7 @@ func TestPersistAndAttach(t *testing.T) {
 		if err := d.Close(); err != nil {
 			return err
 		}
-		if !Exists("t0") {
+		if !linkThere("t0") {
 			return errors.New("device gone after Close")
 		}
 		d2, err := attach(t, "t0", 1)
@@ -252,7 +252,7 @@ func TestDestroy(t *testing.T) {
 		if err := d.Destroy(); err != nil {
 			return err
 		}
-		if Exists("t0") {
+		if linkThere("t0") {
 			return errors.New("device still there after Destroy")
 		}
 		return nil
@@ -272,7 +272,7 @@ func TestDestroyAfterAttach(t *testing.T) {
 		if err := d.Destroy(); err != nil {
 			return err
 		}
-		if Exists("t0") {
+		if linkThere("t0") {
 			return errors.New("device still there after Destroy")
 		}
 		return nil
@@ -289,7 +289,7 @@ func TestDestroyAfterClose(t *testing.T) {
 		if err := d.Destroy(); err != nil {
 			return err
 		}
-		if Exists("t0") {
+		if linkThere("t0") {
 			return errors.New("device still there after Close and Destroy")
 		}
 		return nil
@@ -669,16 +669,16 @@ func TestCreateFailureCleansUp(t *testing.T) {
 			return errors.New("Create with 257 queues succeeded")
 		}
 		t.Logf("Create with 257 queues: %v", err)
-		if Exists("t0") {
+		if linkThere("t0") {
 			return errors.New("failed Create left the device behind")
 		}
 		return nil
 	})
 }
 
-// Exists reports whether a link called name exists in the calling thread's
+// linkThere reports whether a link called name exists in the calling thread's
 // network namespace. A failed lookup counts as not existing.
-func Exists(name string) bool {
+func linkThere(name string) bool {
 	_, err := netlinksafe.LinkByName(name)
 	return err == nil
 }
