@@ -1,9 +1,9 @@
 // Command netbench is the traffic generator of hack/bench/run.sh: a UDP
 // blaster that sends with sendmmsg(2) batches and a sink that receives with
-// recvmmsg(2) (so neither end is the bottleneck of a packet-rate test), a TCP
-// request/response pair that times every transaction, and small helpers that
-// turn iperf3 and ping output into numbers. Every measuring subcommand prints
-// one line of JSON on stdout.
+// recvmmsg(2) (x/net/ipv4's WriteBatch and ReadBatch), so neither end is the
+// bottleneck of a packet-rate test; a TCP request/response pair that times
+// every transaction; and small helpers that turn iperf3 and ping output into
+// numbers. Every measuring subcommand prints one line of JSON on stdout.
 //
 //	netbench udp-sink   -listen ADDR [-duration D] [-idle D]
 //	netbench udp-blast  -to ADDR [-size 64] [-duration D] [-senders N] [-batch 64]
@@ -20,6 +20,7 @@ import (
 	"flag"
 	"fmt"
 	"math"
+	"net"
 	"net/netip"
 	"os"
 	"regexp"
@@ -30,8 +31,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
+	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 )
 
@@ -124,6 +125,54 @@ func udpSnmp() map[string]uint64 {
 	return m
 }
 
+// udpConn is a UDP socket of ap's family, bound to ap (listen) or
+// connected to it, and its batch calls: golang.org/x/net's PacketConn is
+// recvmmsg(2)/sendmmsg(2) on Linux. The ipv4 one serves IPv6 sockets too:
+// the batch calls take no control messages, the only part that differs
+// by family.
+func udpConn(ap netip.AddrPort, listen bool) (*net.UDPConn, *ipv4.PacketConn, error) {
+	network := "udp6"
+	if ap.Addr().Is4() {
+		network = "udp4"
+	}
+	var c *net.UDPConn
+	var err error
+	if listen {
+		c, err = net.ListenUDP(network, net.UDPAddrFromAddrPort(ap))
+	} else {
+		c, err = net.DialUDP(network, nil, net.UDPAddrFromAddrPort(ap))
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, ipv4.NewPacketConn(c), nil
+}
+
+// forceBuf sets SO_RCVBUFFORCE or SO_SNDBUFFORCE (root: past the sysctl
+// maximum), falling back to the capped SO_RCVBUF or SO_SNDBUF.
+func forceBuf(c *net.UDPConn, opt, capped, size int) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, size); serr != nil {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, capped, size)
+		}
+	})
+	return errors.Join(err, serr)
+}
+
+// messages is n messages of one buffer each: the buffer bufs(i).
+func messages(n int, bufs func(i int) []byte) []ipv4.Message {
+	ms := make([]ipv4.Message, n)
+	for i := range ms {
+		ms[i].Buffers = [][]byte{bufs(i)}
+	}
+	return ms
+}
+
 func udpSink(args []string) error {
 	fs := flag.NewFlagSet("udp-sink", flag.ExitOnError)
 	listen := fs.String("listen", "", "address to bind, ip:port")
@@ -131,54 +180,45 @@ func udpSink(args []string) error {
 	idle := fs.Duration("idle", 0, "also stop after this long without a datagram once one has arrived (0: never)")
 	rcvbuf := fs.Int("rcvbuf", 64<<20, "SO_RCVBUF(FORCE) in bytes")
 	fs.Parse(args)
-	sa, fam, err := sockaddr(*listen)
+	ap, err := netip.ParseAddrPort(*listen)
 	if err != nil {
 		return err
 	}
-	runtime.LockOSThread()
-	fd, err := socket(fam, unix.SOCK_DGRAM)
+	// Not locked to a thread: the socket is the netpoller's, and the
+	// thread that sees it readable runs the read at once instead of
+	// handing it to a locked one (measured: more packets a second).
+	c, pc, err := udpConn(ap, true)
 	if err != nil {
 		return err
 	}
-	defer unix.Close(fd)
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, *rcvbuf); err != nil {
-		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, *rcvbuf)
-	}
-	tv := unix.NsecToTimeval((100 * time.Millisecond).Nanoseconds())
-	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		return err
-	}
-	if err := unix.Bind(fd, sa); err != nil {
-		return err
+	defer c.Close()
+	if err := forceBuf(c, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, *rcvbuf); err != nil {
+		// Go on with the default: a small buffer shows as rcvbuf_errors.
+		fmt.Fprintln(os.Stderr, "netbench udp-sink: receive buffer:", err)
 	}
 	before := udpSnmp()
 
 	const batch = 256
-	bufs := make([][2048]byte, batch)
-	iovs := make([]unix.Iovec, batch)
-	msgs := make([]unix.Mmsghdr, batch)
-	for i := range msgs {
-		iovs[i].Base = &bufs[i][0]
-		iovs[i].SetLen(len(bufs[i]))
-		msgs[i].Hdr.Iov = &iovs[i]
-		msgs[i].Hdr.SetIovlen(1)
-	}
+	ms := messages(batch, func(int) []byte { return make([]byte, 2048) })
 	var received uint64
 	var first, last time.Time
 	deadline := time.Now().Add(*duration)
 	for {
-		// MSG_WAITFORONE: block for the first datagram (at most SO_RCVTIMEO),
-		// then take what is queued without waiting for a full batch.
-		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])), batch, unix.MSG_WAITFORONE, 0, 0)
+		// Wake at least every 100 ms to check the deadline and -idle.
+		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		// MSG_WAITFORONE: take what is queued after the first datagram
+		// without waiting for a full batch.
+		n, err := pc.ReadBatch(ms, unix.MSG_WAITFORONE)
 		now := time.Now()
-		if errno == 0 && n > 0 {
+		if n > 0 {
 			if received == 0 {
 				first = now
 			}
 			received += uint64(n)
 			last = now
-		} else if errno != 0 && errno != unix.EAGAIN && errno != unix.EINTR {
-			return errno
+		}
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, unix.EINTR) {
+			return err
 		}
 		if now.After(deadline) || (*idle > 0 && received > 0 && now.Sub(last) > *idle) {
 			break
@@ -204,7 +244,7 @@ func udpBlast(args []string) error {
 	senders := fs.Int("senders", 1, "sending threads, each with its own socket (and source port)")
 	batch := fs.Int("batch", 64, "datagrams per sendmmsg")
 	fs.Parse(args)
-	sa, fam, err := sockaddr(*to)
+	ap, err := netip.ParseAddrPort(*to)
 	if err != nil {
 		return err
 	}
@@ -217,43 +257,9 @@ func udpBlast(args []string) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			runtime.LockOSThread()
-			fd, err := socket(fam, unix.SOCK_DGRAM)
+			n, bad, err := blast(ap, *size, *batch, deadline)
 			if err != nil {
 				errc <- err
-				return
-			}
-			defer unix.Close(fd)
-			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 4<<20)
-			if err := unix.Connect(fd, sa); err != nil {
-				errc <- err
-				return
-			}
-			payload := make([]byte, *size)
-			for i := range payload {
-				payload[i] = byte(i)
-			}
-			iov := unix.Iovec{Base: &payload[0]}
-			iov.SetLen(len(payload))
-			msgs := make([]unix.Mmsghdr, *batch)
-			for i := range msgs {
-				msgs[i].Hdr.Iov = &iov
-				msgs[i].Hdr.SetIovlen(1)
-			}
-			var n, bad uint64
-			for i := 0; ; i++ {
-				// Checking the clock every 16 batches keeps it off the profile.
-				if i&15 == 0 && time.Now().After(deadline) {
-					break
-				}
-				r, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), 0, 0, 0)
-				if errno != 0 {
-					// ENOBUFS, ECONNREFUSED (an ICMP from a sink not yet bound) ...:
-					// count the batch as not sent and go on.
-					bad += uint64(len(msgs))
-					continue
-				}
-				n += uint64(r)
 			}
 			sent.Add(n)
 			failed.Add(bad)
@@ -270,6 +276,43 @@ func udpBlast(args []string) error {
 		"sent": sent.Load(), "pps": math.Round(float64(sent.Load()) / secs), "seconds": round3(secs),
 		"send_errors": failed.Load(),
 	})
+}
+
+// blast is one sender: its own thread and connected socket, batches of the
+// same payload until the deadline. It returns the datagrams sent and those
+// of the batches that failed.
+func blast(to netip.AddrPort, size, batch int, deadline time.Time) (sent, failed uint64, err error) {
+	runtime.LockOSThread()
+	c, pc, err := udpConn(to, false)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer c.Close()
+	if err := forceBuf(c, unix.SO_SNDBUFFORCE, unix.SO_SNDBUF, 4<<20); err != nil {
+		// Go on with the default: it works, with more ENOBUFS.
+		fmt.Fprintln(os.Stderr, "netbench udp-blast: send buffer:", err)
+	}
+	payload := make([]byte, size)
+	for i := range payload {
+		payload[i] = byte(i)
+	}
+	ms := messages(batch, func(int) []byte { return payload })
+	for i := 0; ; i++ {
+		// Checking the clock every 16 batches keeps it off the profile.
+		if i&15 == 0 && time.Now().After(deadline) {
+			return sent, failed, nil
+		}
+		n, err := pc.WriteBatch(ms, 0)
+		if err != nil {
+			// ENOBUFS, ECONNREFUSED (an ICMP from a sink not yet bound) ...:
+			// count the batch as not sent and go on.
+			failed += uint64(len(ms))
+			continue
+		}
+		// The socket is non-blocking (the netpoller waits when it is
+		// full), so a call may take only part of a batch: n is what went.
+		sent += uint64(n)
+	}
 }
 
 // ---- TCP request/response
