@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared by the bash end-to-end suites (e2e/containerd/run.sh,
+# Shared by the bash end-to-end scripts (e2e/containerd/up.sh and down.sh,
 # e2e/kubelet/run.sh), which both run a private containerd with epair as its
 # CNI plugin inside a private network namespace: what they do the same way.
 # Sourced, not run.

@@ -1,7 +1,7 @@
 // Command pause is the sandbox ("pause") process of the containerd
 // end-to-end suite: it holds the pod's namespaces, reaps any child that is
 // re-parented to it (it is PID 1 of the pod), and exits on SIGTERM or SIGINT.
-// Build it static (CGO_ENABLED=0); e2e/containerd/run.sh packs it as an image.
+// Build it static (CGO_ENABLED=0); e2e/containerd/up.sh packs it as an image.
 package main
 
 import (
