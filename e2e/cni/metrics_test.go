@@ -189,12 +189,17 @@ func TestMetricsAcrossRestart(t *testing.T) {
 	e.addPod(t, "restartnet", e.pod(t), "shop", "web-0")
 	e.d.Kill()
 	e.d.Start()
-	body := getMetrics(t, host, maddr)
-	for _, want := range []string{"\nepair_daemon_starts_total 2\n", "\nepair_restore_duration_seconds ", `pod_name="web-0"`} {
-		if !strings.Contains(body, want) {
-			t.Errorf("after the restart the exposition has no %q", want)
+	// The restore runs after the API serves, so its duration shows once
+	// it is over.
+	harness.Eventually(t, 10*time.Second, "the restarted daemon's metrics", func() error {
+		body := getMetrics(t, host, maddr)
+		for _, want := range []string{"\nepair_daemon_starts_total 2\n", "\nepair_restore_duration_seconds ", `pod_name="web-0"`} {
+			if !strings.Contains(body, want) {
+				return fmt.Errorf("after the restart the exposition has no %q", want)
+			}
 		}
-	}
+		return nil
+	})
 }
 
 // TestMetricsAddrRefused: a taken port or a malformed --metrics-addr stops
